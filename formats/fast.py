@@ -1,0 +1,303 @@
+"""Fast encoder and decoder for model-sized tensors: Numba kernels and numpy.
+
+Same bytes as :mod:`nmlab.formats.reference`, checked by the tests. Outlier
+ranks need up to ~200-bit integers, so they use Python integers over numpy
+gathers (one multiply-free table sum per block); everything else is Numba.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from math import comb
+
+import numpy as np
+
+from . import kernels, sizes
+from .combinadic import unrank
+from .errors import FormatError
+from .pattern import OutlierPattern, Pattern, rank_bits
+from .reference import binomial_columns, unrank_bisect
+
+TABLE_LIMIT = 1 << 16  # rank -> positions lookup table up to this many combinations
+
+if sys.byteorder != "little":  # pragma: no cover - every supported host is little-endian
+    raise ImportError("nmlab.formats.fast assumes a little-endian host; use the reference path")
+
+
+@cache
+def binomial_table() -> np.ndarray:
+    """binom[c, i] = C(c, i) for 0 <= c, i <= 32, as int64."""
+    return np.array([[comb(c, i) for i in range(33)] for c in range(33)], dtype=np.int64)
+
+
+@cache
+def positions_table(m: int, n: int) -> np.ndarray:
+    """Row r holds the kept positions of rank r (C(m, n) <= TABLE_LIMIT only)."""
+    return np.array([unrank(r, n, m) for r in range(comb(m, n))], dtype=np.uint8)
+
+
+TABLE_INDEX_BITS = 12  # small ranks (2:4: 3 bits) are looked up several groups at a time
+
+
+@cache
+def multi_group_table(m: int, n: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """(per, valid, table) for decoding `per` groups with one lookup of their raw bits."""
+    width = rank_bits(m, n)
+    per = max(1, TABLE_INDEX_BITS // width)
+    single = positions_table(m, n)
+    count = comb(m, n)
+    size = 1 << (per * width)
+    valid = np.ones(size, dtype=np.bool_)
+    table = np.zeros((size, per * n), dtype=np.uint8)
+    for index in range(size):
+        for q in range(per):
+            r = (index >> (q * width)) & ((1 << width) - 1)
+            if r >= count:
+                valid[index] = False
+                break
+            table[index, q * n : (q + 1) * n] = single[r] + q * m
+    return per, valid, table
+
+
+def _as_uint64_words(stream: bytes) -> np.ndarray:
+    """Stream bytes padded with 16 zero bytes to whole words, viewed as uint64."""
+    padded = np.zeros((len(stream) + 7) // 8 * 8 + 16, dtype=np.uint8)
+    padded[: len(stream)] = np.frombuffer(stream, dtype=np.uint8)
+    return padded.view("<u8")
+
+
+def check_stream_length(stream: bytes, total_bits: int, what: str) -> None:
+    """Exact length and zero padding bits (spec 5.1)."""
+    expected = sizes.byte_length(total_bits)
+    if len(stream) < expected:
+        raise FormatError(f"{what} stream truncated: {len(stream)} bytes, expected {expected}")
+    if len(stream) > expected:
+        raise FormatError(f"{what} stream has {len(stream) - expected} trailing bytes")
+    if total_bits % 8 and stream[-1] >> (total_bits % 8):
+        raise FormatError(f"{what} stream has non-zero padding bits")
+
+
+# --- N:M main stream -------------------------------------------------------------------
+
+
+def encode_main(
+    main_bits: np.ndarray, pattern: Pattern, layout: str, joint_groups: int | None = None
+) -> tuple[bytes, np.ndarray]:
+    m, n = pattern.m, pattern.n
+    flat = np.ascontiguousarray(main_bits).reshape(-1)
+    values = np.empty(flat.size // m * n + 1, dtype=flat.dtype)  # one spare, see the kernel
+    masks, bad = kernels.kept_masks(flat, m, n, values)
+    values = values[:-1]
+    if bad >= 0:
+        raise FormatError(f"group {bad} has more than {n} non-zeros for {pattern}")
+    if layout == "rank":
+        fields = kernels.ranks_from_masks(masks, m, binomial_table())
+        widths = np.full(fields.size, pattern.rank_bits, dtype=np.int64)
+    elif layout == "bitmask":
+        fields = masks.astype(np.uint64)
+        widths = np.full(fields.size, m, dtype=np.int64)
+    elif layout == "positional":
+        fields = kernels.positions_from_masks(masks, n)
+        widths = np.full(fields.size, pattern.index_bits, dtype=np.int64)
+    elif layout == "joint":
+        if sizes.joint_word_bits(pattern, joint_groups) > sizes.MAX_JOINT_WORD_BITS:
+            from . import reference
+
+            return reference.encode_main(main_bits, pattern, layout, joint_groups)
+        ranks = kernels.ranks_from_masks(masks, m, binomial_table())
+        fields = kernels.joint_words(ranks, joint_groups, pattern.combinations)
+        widths = np.full(fields.size, sizes.joint_word_bits(pattern, joint_groups), np.int64)
+        tail = masks.size % joint_groups
+        if tail:
+            widths[-1] = sizes.joint_word_bits(pattern, tail)
+    else:
+        raise FormatError(f"unknown layout {layout!r}")
+    total = sizes.meta_bits(main_bits.shape, pattern, layout, joint_groups)
+    return kernels.pack_bits(fields, widths, total).tobytes(), values
+
+
+def decode_main(
+    meta: bytes,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    pattern: Pattern,
+    layout: str,
+    joint_groups: int | None = None,
+) -> np.ndarray:
+    m, n = pattern.m, pattern.n
+    n_groups = sizes.group_count(shape, pattern)
+    check_stream_length(meta, sizes.meta_bits(shape, pattern, layout, joint_groups), "metadata")
+    words = _as_uint64_words(meta)
+    if layout == "rank" and pattern.combinations <= TABLE_LIMIT:
+        out = np.empty(shape[0] * shape[1], dtype=values.dtype)  # the kernel writes every element
+    else:
+        out = np.zeros(shape[0] * shape[1], dtype=values.dtype)
+    if layout == "rank":
+        if pattern.combinations <= TABLE_LIMIT:
+            per, valid, table = multi_group_table(m, n)
+            bad = kernels.decode_rank_table(
+                words, n_groups, m, n, pattern.rank_bits, pattern.combinations, per, valid, table,
+                values, out,
+            )  # fmt: skip
+        else:
+            bad = kernels.decode_rank_generic(
+                words, n_groups, m, n, pattern.rank_bits, pattern.combinations,
+                binomial_table(), values, out,
+            )  # fmt: skip
+        what = "rank out of range"
+    elif layout == "bitmask":
+        bad = kernels.decode_bitmask(words, n_groups, m, n, values, out)
+        what = f"bitmask does not have exactly {n} bits set"
+    elif layout == "positional":
+        bad = kernels.decode_positional(words, n_groups, m, n, pattern.index_bits, values, out)
+        what = "positions not strictly increasing below M"
+    elif layout == "joint":
+        word_bits = sizes.joint_word_bits(pattern, joint_groups)
+        if word_bits > sizes.MAX_JOINT_WORD_BITS:
+            from . import reference
+
+            return reference.decode_main(meta, values, shape, pattern, layout, joint_groups)
+        tail_bits = sizes.joint_word_bits(pattern, n_groups % joint_groups or joint_groups)
+        bad = kernels.decode_joint(
+            words, n_groups, m, n, joint_groups, word_bits, tail_bits, pattern.combinations,
+            binomial_table(), values, out,
+        )  # fmt: skip
+        what = "joint word out of range"
+    else:
+        raise FormatError(f"unknown layout {layout!r}")
+    if bad >= 0:
+        raise FormatError(f"metadata of group {bad} is invalid for {pattern}: {what}")
+    return out.reshape(shape)
+
+
+# --- K:256 outlier stream --------------------------------------------------------------
+
+
+def _block_views(array: np.ndarray, outliers: OutlierPattern) -> list[tuple[int, int]]:
+    """(start column, length) of each block of a row."""
+    starts = []
+    start = 0
+    for length in outliers.block_lengths(array.shape[1]):
+        starts.append((start, length))
+        start += length
+    return starts
+
+
+def _slot_positions(real: np.ndarray, k: int) -> np.ndarray:
+    """[blocks, L] bool outliers -> [blocks, k] sorted slot positions (spec 7.2 padding)."""
+    free = ~real
+    need = k - np.count_nonzero(real, axis=1)
+    padding = free & (np.cumsum(free, axis=1) <= need[:, None])
+    slots = real | padding
+    return np.nonzero(slots)[1].reshape(-1, k)
+
+
+def encode_outliers(
+    bits: np.ndarray, real: np.ndarray, outliers: OutlierPattern, layout: str
+) -> tuple[bytes, np.ndarray]:
+    rows, cols = bits.shape
+    per_block_positions = []  # list over block columns of [rows, k] arrays
+    per_block_values = []
+    for start, length in _block_views(bits, outliers):
+        k = outliers.k_for(length)
+        slots = _slot_positions(real[:, start : start + length], k)
+        take = np.take_along_axis(bits[:, start : start + length], slots, axis=1)
+        keep = np.take_along_axis(real[:, start : start + length], slots, axis=1)
+        per_block_positions.append(slots)
+        per_block_values.append(np.where(keep, take, bits.dtype.type(0)))
+    values = np.concatenate(per_block_values, axis=1).reshape(-1)
+    fields: list[np.ndarray] = []
+    widths: list[np.ndarray] = []
+    for (_, length), slots in zip(_block_views(bits, outliers), per_block_positions, strict=True):
+        k = outliers.k_for(length)
+        if layout == "rank":
+            columns = binomial_columns(length, k)
+            table = np.array(columns, dtype=object).T  # [c, i] -> C(c, i)
+            ranks = sum(table[slots[:, i], i + 1] for i in range(k))
+            fields.append(np.asarray(ranks, dtype=object).reshape(rows, 1))
+            widths.append(np.full((rows, 1), outliers.rank_bits_for(length), dtype=np.int64))
+        elif layout == "index":
+            fields.append(slots.astype(np.uint64))
+            widths.append(np.full((rows, k), 8, dtype=np.int64))
+        else:
+            raise FormatError(f"unknown outlier layout {layout!r}")
+    total = sizes.outlier_position_bits((rows, cols), outliers, layout)
+    if layout == "index":
+        stream = kernels.pack_bits(
+            np.concatenate(fields, axis=1).reshape(-1), np.concatenate(widths, axis=1).reshape(-1),
+            total,
+        ).tobytes()  # fmt: skip
+    else:
+        stream = _pack_big(np.concatenate(fields, axis=1), np.concatenate(widths, axis=1), total)
+    return stream, values
+
+
+def _pack_big(fields: np.ndarray, widths: np.ndarray, total_bits: int) -> bytes:
+    """LSB-first packing of arbitrary-size Python integers, row-major."""
+    acc = 0
+    shift = 0
+    out = bytearray()
+    for value, width in zip(fields.reshape(-1), widths.reshape(-1), strict=True):
+        acc |= int(value) << shift
+        shift += int(width)
+        whole = shift >> 3
+        if whole:
+            out += (acc & ((1 << (8 * whole)) - 1)).to_bytes(whole, "little")
+            acc >>= 8 * whole
+            shift -= 8 * whole
+    if shift:
+        out += acc.to_bytes(1, "little")
+    assert len(out) == sizes.byte_length(total_bits)
+    return bytes(out)
+
+
+def decode_outliers(
+    positions: bytes,
+    values: np.ndarray,
+    shape: tuple[int, int],
+    outliers: OutlierPattern,
+    layout: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    rows, cols = shape
+    total = sizes.outlier_position_bits(shape, outliers, layout)
+    check_stream_length(positions, total, "outlier position")
+    blocks = _block_views(np.empty((0, cols)), outliers)
+    per_block = []  # [rows, k] absolute column indices
+    if layout == "index":
+        raw = np.frombuffer(positions, dtype=np.uint8).astype(np.int64)
+        slots_per_row = sum(outliers.k_for(length) for _, length in blocks)
+        raw = raw.reshape(rows, slots_per_row)
+        col = 0
+        for b, (start, length) in enumerate(blocks):
+            k = outliers.k_for(length)
+            idx = raw[:, col : col + k]
+            bad = np.flatnonzero((np.diff(idx, axis=1) <= 0).any(axis=1) | (idx[:, -1] >= length))
+            if len(bad):
+                raise FormatError(
+                    f"outlier indices of row {bad[0]}, block {b} are not strictly increasing "
+                    f"below the block length {length}"
+                )
+            per_block.append(start + idx)
+            col += k
+    else:
+        bit = 0
+        rows_out = []
+        for r in range(rows):
+            row_slots = []
+            for b, (start, length) in enumerate(blocks):
+                k = outliers.k_for(length)
+                width = outliers.rank_bits_for(length)
+                window = int.from_bytes(
+                    positions[bit >> 3 : ((bit + width + 7) >> 3) + 1], "little"
+                )
+                rank = (window >> (bit & 7)) & ((1 << width) - 1)
+                bit += width
+                if rank >= comb(length, k):
+                    raise FormatError(f"outlier rank of row {r}, block {b} out of range")
+                row_slots.extend(start + c for c in unrank_bisect(rank, k, length))
+            rows_out.append(row_slots)
+        index = np.array(rows_out, dtype=np.int64).reshape(rows, -1)
+        return (index + (np.arange(rows) * cols)[:, None]).reshape(-1), values
+    index = np.concatenate(per_block, axis=1) + (np.arange(rows) * cols)[:, None]
+    return index.reshape(-1), values

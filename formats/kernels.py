@@ -1,0 +1,274 @@
+"""Numba kernels of the fast codec path. Bit patterns in, bit patterns out.
+
+Every kernel returns the index of the first bad group (or -1) instead of
+raising, so the Python wrapper can raise a FormatError that names it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+U64_1 = np.uint64(1)
+
+
+@njit(cache=True)
+def kept_masks(main_bits, m, n, values):  # noqa: ANN001, ANN201 - numba kernels stay untyped
+    """Per group: bitmask of kept positions (occupied, then the lowest unoccupied ones as
+    padding) and the kept values in position order. Returns (masks, first bad group or -1).
+
+    Branch-free inner loops (random masks defeat the branch predictor); `values`
+    needs one spare element at the end, which the last group may scribble on.
+    """
+    n_groups = main_bits.size // m
+    masks = np.empty(n_groups, np.uint32)
+    for g in range(n_groups):
+        base = g * m
+        mask = 0
+        count = 0
+        for j in range(m):
+            bit = np.int64(main_bits[base + j] != 0)
+            mask |= bit << j
+            count += bit
+        if count > n:
+            return masks, g
+        need = n - count
+        for j in range(m):
+            take = (1 - ((mask >> j) & 1)) & np.int64(need > 0)
+            mask |= take << j
+            need -= take
+        vi = g * n
+        for j in range(m):
+            values[vi] = main_bits[base + j]  # padding slots read a zero element
+            vi += (mask >> j) & 1
+        masks[g] = mask
+    return masks, -1
+
+
+@njit(cache=True)
+def count_non_finite(bits, exponent_mask):
+    """Elements whose exponent field is all ones (Inf or NaN)."""
+    em = bits.dtype.type(exponent_mask)
+    count = 0
+    for i in range(bits.size):
+        if bits[i] & em == em:
+            count += 1
+    return count
+
+
+@njit(cache=True)
+def ranks_from_masks(masks, m, binom):
+    """Colex rank of each kept mask: sum of C(c_i, i) over its set bits, i from 1."""
+    ranks = np.empty(masks.size, np.uint64)
+    for g in range(masks.size):
+        mask = np.int64(masks[g])
+        r = 0
+        i = 0
+        for j in range(m):
+            bit = (mask >> j) & 1
+            i += bit
+            r += binom[j, i] * bit
+        ranks[g] = np.uint64(r)
+    return ranks
+
+
+@njit(cache=True)
+def positions_from_masks(masks, n):
+    out = np.empty(masks.size * n, np.uint64)
+    k = 0
+    for g in range(masks.size):
+        mask = np.int64(masks[g])
+        j = 0
+        while mask:
+            if mask & 1:
+                out[k] = np.uint64(j)
+                k += 1
+            mask >>= 1
+            j += 1
+    return out
+
+
+@njit(cache=True)
+def joint_words(ranks, groups, c):
+    """word = r_0 + r_1*C + ... (C^groups < 2^63, so uint64 arithmetic is exact)."""
+    n_words = (ranks.size + groups - 1) // groups
+    words = np.zeros(n_words, np.uint64)
+    cc = np.uint64(c)
+    for w in range(n_words):
+        word = np.uint64(0)
+        scale = np.uint64(1)
+        for i in range(w * groups, min(ranks.size, (w + 1) * groups)):
+            word += ranks[i] * scale
+            scale *= cc
+        words[w] = word
+    return words
+
+
+@njit(cache=True)
+def pack_bits(fields, widths, total_bits):
+    """LSB-first packing of fields (each < 2^63) into (total_bits + 7) // 8 bytes."""
+    out = np.zeros((total_bits + 7) // 8 + 16, np.uint8)
+    pos = 0
+    for i in range(fields.size):
+        value = fields[i]
+        width = widths[i]
+        while width > 0:
+            part = min(width, 32)
+            chunk = value & ((U64_1 << np.uint64(part)) - U64_1)
+            value >>= np.uint64(part)
+            chunk <<= np.uint64(pos & 7)
+            byte = pos >> 3
+            while chunk:
+                out[byte] |= np.uint8(chunk & np.uint64(0xFF))
+                chunk >>= np.uint64(8)
+                byte += 1
+            pos += part
+            width -= part
+    return out[: (total_bits + 7) // 8]
+
+
+@njit(inline="always")
+def read_field(meta64, bit, width):
+    """Field of `width` <= 63 bits at stream bit `bit` of a little-endian uint64 view."""
+    word = bit >> 6
+    off = bit & 63
+    x = meta64[word] >> np.uint64(off)
+    if off + width > 64:
+        x |= meta64[word + 1] << np.uint64(64 - off)
+    return x & ((U64_1 << np.uint64(width)) - U64_1)
+
+
+@njit(cache=True)
+def decode_rank_table(meta64, n_groups, m, n, width, c, per, valid, table, values, out):
+    """Rank layout by table lookup, `per` groups at a time.
+
+    The index is the raw `per * width` metadata bits of `per` consecutive groups;
+    `valid[index]` says whether all their ranks are < C(m, n) and `table[index]`
+    lists the kept positions relative to the first group. Writes every element
+    of `out` (zeros included), so `out` may come from np.empty.
+    """
+    span = per * width
+    full = n_groups // per
+    bad = _decode_table_run(meta64, 0, full, span, per * m, per * n, valid, table, values, out)
+    if bad >= 0:
+        return bad * per + _first_bad_field(meta64, bad * span, per, width, c)
+    # leftover groups one at a time: with the upper fields zero, the same table row
+    # describes a single group in its first n columns
+    start = full * per
+    bad = _decode_table_run(
+        meta64[(start * width) >> 6 :], (start * width) & 63, n_groups - start, width, m, n,
+        valid, table, values[start * n :], out[start * m :],
+    )  # fmt: skip
+    return -1 if bad < 0 else start + bad
+
+
+@njit(cache=True)
+def _decode_table_run(meta64, bit, count, span, pm, pn, valid, table, values, out):
+    mask = (U64_1 << np.uint64(span)) - U64_1
+    for s in range(count):
+        word = bit >> 6
+        off = bit & 63
+        x = meta64[word] >> np.uint64(off)
+        if off + span > 64:
+            x |= meta64[word + 1] << np.uint64(64 - off)
+        index = np.int64(x & mask)
+        bit += span
+        if not valid[index]:
+            return s
+        base = s * pm
+        vi = s * pn
+        for j in range(pm):
+            out[base + j] = 0
+        for k in range(pn):
+            out[base + np.int64(table[index, k])] = values[vi + k]
+    return -1
+
+
+@njit(cache=True)
+def _first_bad_field(meta64, bit, count, width, c):
+    for q in range(count):
+        if np.int64(read_field(meta64, bit + q * width, width)) >= c:
+            return q
+    return 0
+
+
+@njit(cache=True)
+def unrank_into(r, n, m, binom, positions):
+    """Colex unrank by the greedy rule: largest c < m with C(c, i) <= r, for i = n..1."""
+    c = m - 1
+    for i in range(n, 0, -1):
+        while binom[c, i] > r:
+            c -= 1
+        positions[i - 1] = c
+        r -= binom[c, i]
+        c -= 1
+
+
+@njit(cache=True)
+def decode_rank_generic(meta64, n_groups, m, n, width, c, binom, values, out):
+    positions = np.empty(n, np.int64)
+    for g in range(n_groups):
+        r = np.int64(read_field(meta64, g * width, width))
+        if r >= c:
+            return g
+        unrank_into(r, n, m, binom, positions)
+        for k in range(n):
+            out[g * m + positions[k]] = values[g * n + k]
+    return -1
+
+
+@njit(cache=True)
+def decode_joint(meta64, n_groups, m, n, groups, word_bits, tail_bits, c, binom, values, out):
+    positions = np.empty(n, np.int64)
+    cc = np.uint64(c)
+    bit = 0
+    g = 0
+    while g < n_groups:
+        count = min(groups, n_groups - g)
+        width = word_bits if count == groups else tail_bits
+        word = read_field(meta64, bit, width)
+        limit = np.uint64(1)
+        for _ in range(count):
+            limit *= cc
+        if word >= limit:
+            return g
+        bit += width
+        for _ in range(count):
+            r = np.int64(word % cc)
+            word //= cc
+            unrank_into(r, n, m, binom, positions)
+            for k in range(n):
+                out[g * m + positions[k]] = values[g * n + k]
+            g += 1
+    return -1
+
+
+@njit(cache=True)
+def decode_bitmask(meta64, n_groups, m, n, values, out):
+    for g in range(n_groups):
+        mask = np.int64(read_field(meta64, g * m, m))
+        vi = g * n
+        count = 0
+        for j in range(m):
+            if (mask >> j) & 1:
+                count += 1
+                if count > n:
+                    return g
+                out[g * m + j] = values[vi]
+                vi += 1
+        if count != n:
+            return g
+    return -1
+
+
+@njit(cache=True)
+def decode_positional(meta64, n_groups, m, n, width, values, out):
+    for g in range(n_groups):
+        previous = -1
+        for k in range(n):
+            j = np.int64(read_field(meta64, (g * n + k) * width, width))
+            if j <= previous or j >= m:
+                return g
+            previous = j
+            out[g * m + j] = values[g * n + k]
+    return -1

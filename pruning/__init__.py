@@ -1,0 +1,1 @@
+"""Masks and weight updates on real causal LMs (magnitude, Wanda, SparseGPT, ...)."""

@@ -1,0 +1,1 @@
+"""Cycle-approximate accelerator simulator that consumes nmlab containers."""
