@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import ml_dtypes
 import numpy as np
 import typer
 
@@ -78,14 +79,20 @@ def read_array(path: Path) -> np.ndarray:
             if len(arrays) != 1:
                 fail(f"{path}: holds {len(arrays)} tensors; give a file with exactly one")
             return next(iter(arrays.values()))
-        return np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False)
+        if array.dtype.kind == "V" and array.dtype.itemsize == 2:  # how .npy stores bf16
+            array = array.view(ml_dtypes.bfloat16)
+        return array
     except (ValueError, OSError) as err:
         fail(f"{path}: cannot read an array ({str(err).splitlines()[0]})")
     raise AssertionError  # unreachable: fail() exits
 
 
 def encode_command(
-    input: Annotated[Path, typer.Argument(help="Dense, already sparse 2-D array (.npy)")],
+    input: Annotated[
+        Path,
+        typer.Argument(help="Dense, already sparse 2-D array (.npy or one-tensor .safetensors)"),
+    ],
     pattern: Annotated[str, typer.Option("--pattern", "-p", help="N:M, e.g. 8:16")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Container to write")],
     layout: Annotated[str, typer.Option(help="rank|joint|bitmask|positional|cutlass")] = "rank",
@@ -116,7 +123,7 @@ def encode_command(
 
 def decode_command(
     input: Annotated[Path, typer.Argument(help="Container written by `nmlab encode`")],
-    output: Annotated[Path, typer.Option("--output", "-o", help=".npy file to write")],
+    output: Annotated[Path, typer.Option("--output", "-o", help=".npy or .safetensors to write")],
     name: Annotated[
         str | None, typer.Option(help="Tensor to decode (default: the only one)")
     ] = None,
@@ -132,7 +139,12 @@ def decode_command(
         array = decode(next(iter(tensors.values())))
     except FormatError as err:
         fail(str(err))
-    np.save(output, array, allow_pickle=False)
+    if output.suffix == ".safetensors":
+        from safetensors.numpy import save_file
+
+        save_file({"weight": np.ascontiguousarray(array)}, str(output))
+    else:
+        np.save(output, array, allow_pickle=False)
     typer.echo(f"{output}: {array.shape[0]}x{array.shape[1]} {array.dtype}")
 
 

@@ -1,8 +1,7 @@
 """Fast encoder and decoder for model-sized tensors: Numba kernels and numpy.
 
 Same bytes as :mod:`nmlab.formats.reference`, checked by the tests. Outlier
-ranks need up to ~200-bit integers, so they use Python integers over numpy
-gathers (one multiply-free table sum per block); everything else is Numba.
+ranks need up to ~200-bit integers: their kernels use 8 limbs of 32 bits.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from . import kernels, sizes
 from .combinadic import unrank
 from .errors import FormatError
 from .pattern import OutlierPattern, Pattern, rank_bits
-from .reference import binomial_columns, unrank_bisect
 
 TABLE_LIMIT = 1 << 16  # rank -> positions lookup table up to this many combinations
 
@@ -58,6 +56,18 @@ def multi_group_table(m: int, n: int) -> tuple[int, np.ndarray, np.ndarray]:
                 break
             table[index, q * n : (q + 1) * n] = single[r] + q * m
     return per, valid, table
+
+
+@cache
+def binomial_limbs() -> np.ndarray:
+    """limbs[c, i, q] = 32-bit limb q of C(c, i), for c <= 256 and i <= 64 (int64 storage)."""
+    table = np.zeros((257, 65, kernels.LIMBS), dtype=np.int64)
+    for c in range(257):
+        for i in range(min(c, 64) + 1):
+            value = comb(c, i)
+            for q in range(kernels.LIMBS):
+                table[c, i, q] = (value >> (32 * q)) & 0xFFFFFFFF
+    return table
 
 
 def _as_uint64_words(stream: bytes) -> np.ndarray:
@@ -207,49 +217,23 @@ def encode_outliers(
         per_block_positions.append(slots)
         per_block_values.append(np.where(keep, take, bits.dtype.type(0)))
     values = np.concatenate(per_block_values, axis=1).reshape(-1)
-    fields: list[np.ndarray] = []
-    widths: list[np.ndarray] = []
-    for (_, length), slots in zip(_block_views(bits, outliers), per_block_positions, strict=True):
-        k = outliers.k_for(length)
-        if layout == "rank":
-            columns = binomial_columns(length, k)
-            table = np.array(columns, dtype=object).T  # [c, i] -> C(c, i)
-            ranks = sum(table[slots[:, i], i + 1] for i in range(k))
-            fields.append(np.asarray(ranks, dtype=object).reshape(rows, 1))
-            widths.append(np.full((rows, 1), outliers.rank_bits_for(length), dtype=np.int64))
-        elif layout == "index":
-            fields.append(slots.astype(np.uint64))
-            widths.append(np.full((rows, k), 8, dtype=np.int64))
-        else:
-            raise FormatError(f"unknown outlier layout {layout!r}")
+    slots = np.ascontiguousarray(np.concatenate(per_block_positions, axis=1), dtype=np.int64)
+    blocks = _block_views(bits, outliers)
+    ks = np.array([outliers.k_for(length) for _, length in blocks], dtype=np.int64)
     total = sizes.outlier_position_bits((rows, cols), outliers, layout)
     if layout == "index":
-        stream = kernels.pack_bits(
-            np.concatenate(fields, axis=1).reshape(-1), np.concatenate(widths, axis=1).reshape(-1),
-            total,
-        ).tobytes()  # fmt: skip
+        fields = slots.astype(np.uint64).reshape(-1)
+        widths = np.full(fields.size, 8, dtype=np.int64)
+    elif layout == "rank":
+        rank_widths = np.array([outliers.rank_bits_for(length) for _, length in blocks], np.int64)
+        chunks = rows * int(sum((w + 31) // 32 for w in rank_widths))
+        fields = np.zeros(chunks, dtype=np.uint64)
+        widths = np.zeros(chunks, dtype=np.int64)
+        kernels.outlier_ranks_encode(slots, ks, rank_widths, binomial_limbs(), fields, widths)
     else:
-        stream = _pack_big(np.concatenate(fields, axis=1), np.concatenate(widths, axis=1), total)
+        raise FormatError(f"unknown outlier layout {layout!r}")
+    stream = kernels.pack_bits(fields, widths, total).tobytes()
     return stream, values
-
-
-def _pack_big(fields: np.ndarray, widths: np.ndarray, total_bits: int) -> bytes:
-    """LSB-first packing of arbitrary-size Python integers, row-major."""
-    acc = 0
-    shift = 0
-    out = bytearray()
-    for value, width in zip(fields.reshape(-1), widths.reshape(-1), strict=True):
-        acc |= int(value) << shift
-        shift += int(width)
-        whole = shift >> 3
-        if whole:
-            out += (acc & ((1 << (8 * whole)) - 1)).to_bytes(whole, "little")
-            acc >>= 8 * whole
-            shift -= 8 * whole
-    if shift:
-        out += acc.to_bytes(1, "little")
-    assert len(out) == sizes.byte_length(total_bits)
-    return bytes(out)
 
 
 def decode_outliers(
@@ -281,23 +265,15 @@ def decode_outliers(
             per_block.append(start + idx)
             col += k
     else:
-        bit = 0
-        rows_out = []
-        for r in range(rows):
-            row_slots = []
-            for b, (start, length) in enumerate(blocks):
-                k = outliers.k_for(length)
-                width = outliers.rank_bits_for(length)
-                window = int.from_bytes(
-                    positions[bit >> 3 : ((bit + width + 7) >> 3) + 1], "little"
-                )
-                rank = (window >> (bit & 7)) & ((1 << width) - 1)
-                bit += width
-                if rank >= comb(length, k):
-                    raise FormatError(f"outlier rank of row {r}, block {b} out of range")
-                row_slots.extend(start + c for c in unrank_bisect(rank, k, length))
-            rows_out.append(row_slots)
-        index = np.array(rows_out, dtype=np.int64).reshape(rows, -1)
-        return (index + (np.arange(rows) * cols)[:, None]).reshape(-1), values
+        lengths = np.array([length for _, length in blocks], dtype=np.int64)
+        ks = np.array([outliers.k_for(length) for length in lengths], dtype=np.int64)
+        widths = np.array([outliers.rank_bits_for(length) for length in lengths], np.int64)
+        index = np.empty(rows * int(ks.sum()), dtype=np.int64)
+        bad_row, bad_block = kernels.outlier_ranks_decode(
+            _as_uint64_words(positions), rows, lengths, ks, widths, binomial_limbs(), index, cols
+        )
+        if bad_row >= 0:
+            raise FormatError(f"outlier rank of row {bad_row}, block {bad_block} out of range")
+        return index, values
     index = np.concatenate(per_block, axis=1) + (np.arange(rows) * cols)[:, None]
     return index.reshape(-1), values

@@ -272,3 +272,90 @@ def decode_positional(meta64, n_groups, m, n, width, values, out):
             previous = j
             out[g * m + j] = values[g * n + k]
     return -1
+
+
+# --- K:256 outlier ranks: up to ~200-bit integers as 8 limbs of 32 bits ------------------
+
+LIMBS = 8  # 256 bits: C(256, 64) < 2^197
+
+
+@njit(cache=True)
+def _limbs_greater(table, c, i, r):
+    """C(c, i) > r, both as little-endian 32-bit limbs."""
+    for q in range(LIMBS - 1, -1, -1):
+        a = table[c, i, q]
+        if a != r[q]:
+            return a > r[q]
+    return False
+
+
+@njit(cache=True)
+def _limbs_subtract(r, table, c, i):
+    borrow = 0
+    for q in range(LIMBS):
+        d = r[q] - table[c, i, q] - borrow
+        borrow = 1 if d < 0 else 0
+        r[q] = d + (borrow << 32)
+
+
+@njit(cache=True)
+def outlier_ranks_decode(meta64, rows, lengths, ks, widths, table, out_index, cols):
+    """Unrank every block's slot positions; out_index gets flat element indices.
+
+    Returns (row, block) of the first rank out of range, or (-1, -1).
+    """
+    r = np.zeros(LIMBS, np.int64)
+    bit = 0
+    slot = 0
+    for row in range(rows):
+        start = 0
+        for b in range(lengths.size):
+            length = lengths[b]
+            k = ks[b]
+            width = widths[b]
+            for q in range(LIMBS):
+                take = min(32, width - 32 * q)
+                r[q] = np.int64(read_field(meta64, bit + 32 * q, take)) if take > 0 else 0
+            bit += width
+            if not _limbs_greater(table, length, k, r):  # rank >= C(L, K)
+                return row, b
+            c = length - 1
+            for i in range(k, 0, -1):
+                while _limbs_greater(table, c, i, r):
+                    c -= 1
+                out_index[slot + i - 1] = row * cols + start + c
+                _limbs_subtract(r, table, c, i)
+                c -= 1
+            slot += k
+            start += length
+    return -1, -1
+
+
+@njit(cache=True)
+def outlier_ranks_encode(slots, ks, widths, table, fields, field_widths):
+    """Colex rank of each block's slots ([rows, sum(ks)] block-relative positions),
+    emitted as 32-bit chunk fields (LSB chunk first) for pack_bits."""
+    r = np.zeros(LIMBS, np.int64)
+    f = 0
+    for row in range(slots.shape[0]):
+        col = 0
+        for b in range(ks.size):
+            r[:] = 0
+            for i in range(1, ks[b] + 1):
+                c = slots[row, col + i - 1]
+                carry = 0
+                for q in range(LIMBS):
+                    s = r[q] + table[c, i, q] + carry
+                    carry = s >> 32
+                    r[q] = s & 0xFFFFFFFF
+            col += ks[b]
+            width = widths[b]
+            q = 0
+            while width > 0:
+                take = min(32, width)
+                fields[f] = np.uint64(r[q])
+                field_widths[f] = take
+                f += 1
+                width -= take
+                q += 1
+    return f

@@ -6,8 +6,6 @@ paths in :mod:`nmlab.formats.fast` must produce identical bytes.
 
 from __future__ import annotations
 
-import bisect
-from functools import cache
 from math import comb
 
 import numpy as np
@@ -191,22 +189,3 @@ def decode_outliers(
             index.extend(r * cols + start + j for j in slots)
             start += length
     return np.array(index, dtype=np.int64), values
-
-
-@cache
-def binomial_columns(length: int, k: int) -> list[list[int]]:
-    """columns[i][c] = C(c, i) for c < length: monotone in c, for bisecting."""
-    return [[comb(c, i) for c in range(length)] for i in range(k + 1)]
-
-
-def unrank_bisect(r: int, k: int, length: int) -> list[int]:
-    """Same as combinadic.unrank, but O(k log length): used by the fast outlier path."""
-    columns = binomial_columns(length, k)
-    positions = [0] * k
-    hi = length
-    for i in range(k, 0, -1):
-        c = bisect.bisect_right(columns[i], r, 0, hi) - 1
-        positions[i - 1] = c
-        r -= columns[i][c]
-        hi = c
-    return positions

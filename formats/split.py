@@ -41,7 +41,7 @@ def check_outlier_counts(mask: np.ndarray, outliers: OutlierPattern) -> None:
         start += length
 
 
-def default_outlier_mask(bits: np.ndarray, magnitude: np.ndarray, pattern: Pattern) -> np.ndarray:
+def default_outlier_mask(array: np.ndarray, bits: np.ndarray, pattern: Pattern) -> np.ndarray:
     """Outliers implied by a dense matrix: in each group, the occupied elements beyond N.
 
     Of a group's occupied elements, the (count - N) largest by magnitude become
@@ -49,14 +49,18 @@ def default_outlier_mask(bits: np.ndarray, magnitude: np.ndarray, pattern: Patte
     """
     rows, cols = bits.shape
     m = pattern.m
-    occupied = (bits != 0).reshape(rows, cols // m, m)
-    excess = np.count_nonzero(occupied, axis=2) - pattern.n
-    # order within each group: occupied first by descending magnitude, then lower index
-    key = np.where(occupied, -magnitude.reshape(rows, cols // m, m).astype(np.float64), np.inf)
-    order = np.argsort(key, axis=2, kind="stable")
-    place = np.empty_like(order)
-    np.put_along_axis(place, order, np.arange(m)[None, None, :], axis=2)
-    outlier = occupied & (place < excess[..., None])
+    occupied = (bits != 0).reshape(-1, m)
+    excess = np.count_nonzero(occupied, axis=1) - pattern.n
+    outlier = np.zeros(occupied.shape, dtype=bool)
+    over = np.flatnonzero(excess > 0)
+    if len(over):  # sort only the groups that hold too many
+        groups = occupied[over]
+        magnitude = np.abs(array.reshape(-1, m)[over].astype(np.float64))
+        key = np.where(groups, -magnitude, np.inf)
+        order = np.argsort(key, axis=1, kind="stable")
+        place = np.empty_like(order)
+        np.put_along_axis(place, order, np.arange(m)[None, :], axis=1)
+        outlier[over] = groups & (place < excess[over, None])
     return outlier.reshape(rows, cols)
 
 
@@ -74,7 +78,7 @@ def split(
         check_nm(bits, pattern)
         return bits, None
     if outlier_mask is None:
-        real = default_outlier_mask(bits, np.abs(array.astype(np.float32)), pattern)
+        real = default_outlier_mask(array, bits, pattern)
     else:
         outlier_mask = np.asarray(outlier_mask)
         if outlier_mask.shape != bits.shape or outlier_mask.dtype != np.bool_:

@@ -76,3 +76,20 @@ def test_run_main_job_small(tmp_path) -> None:  # noqa: ANN001
     results = json.loads((tmp_path / "results.json").read_text())
     assert all(row["bit_exact"] for row in results["round_trip"])
     assert len(results["format_table"]) == 7
+
+
+def test_bfloat16_through_npy_and_safetensors(tmp_path) -> None:  # noqa: ANN001
+    import ml_dtypes
+
+    array = random_nm(np.random.default_rng(2), 8, 64, 2, 4, ml_dtypes.bfloat16)
+    np.save(tmp_path / "b.npy", array)  # .npy stores bf16 as 2-byte void
+    out = tmp_path / "b.safetensors"
+    args = ["encode", str(tmp_path / "b.npy"), "-p", "2:4", "--layout", "joint", "-o", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "back.safetensors")])
+    assert result.exit_code == 0, result.output
+    from safetensors.numpy import load_file
+
+    back = load_file(str(tmp_path / "back.safetensors"))["weight"]
+    assert back.dtype == ml_dtypes.bfloat16
+    assert np.array_equal(bits_of(back), bits_of(array))

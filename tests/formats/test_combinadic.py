@@ -3,13 +3,11 @@
 from itertools import combinations
 from math import comb
 
-import numpy as np
 import pytest
 
 from nmlab.formats import FormatError
 from nmlab.formats.combinadic import rank, unrank
 from nmlab.formats.fast import positions_table
-from nmlab.formats.reference import unrank_bisect
 
 
 @pytest.mark.parametrize("m", range(2, 17))
@@ -32,16 +30,6 @@ def test_fast_lookup_table_equals_reference_unrank(n: int, m: int) -> None:
     assert table.shape == (comb(m, n), n)
     for r in range(comb(m, n)):
         assert list(table[r]) == unrank(r, n, m)
-
-
-@pytest.mark.parametrize(("k", "length"), [(4, 256), (8, 256), (16, 256), (64, 256), (4, 64)])
-def test_bisect_unrank_equals_greedy_unrank(k: int, length: int) -> None:
-    rng = np.random.default_rng(k)
-    top = comb(length, k)
-    for r in [0, 1, top - 1, top // 2] + [
-        int(x) * (top // 10**6) for x in rng.integers(0, 10**6, 50)
-    ]:
-        assert unrank_bisect(r, k, length) == unrank(r, k, length)
 
 
 def test_colex_rank_does_not_depend_on_m() -> None:
