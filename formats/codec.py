@@ -113,7 +113,7 @@ def decode(enc: EncodedTensor, *, impl: str = "fast") -> np.ndarray:
         raise FormatError(f"unknown layout {enc.layout!r}")
     if enc.layout == "dense":
         values = _values_from(enc.values, shape[0] * shape[1], vtype, "dense value")
-        return values.reshape(shape).view(vtype.numpy)
+        return values.reshape(shape).view(vtype.numpy).copy()  # writable, unlike the buffer
     if enc.pattern is None:
         raise FormatError(f"layout {enc.layout} needs a pattern")
     pattern = parse_pattern(enc.pattern)

@@ -169,9 +169,11 @@ def decode_main(
 
             return reference.decode_main(meta, values, shape, pattern, layout, joint_groups)
         tail_bits = sizes.joint_word_bits(pattern, n_groups % joint_groups or joint_groups)
+        small = pattern.combinations <= TABLE_LIMIT
+        table = positions_table(m, n) if small else np.zeros((0, n), dtype=np.uint8)
         bad = kernels.decode_joint(
             words, n_groups, m, n, joint_groups, word_bits, tail_bits, pattern.combinations,
-            binomial_table(), values, out,
+            binomial_table(), table, values, out,
         )  # fmt: skip
         what = "joint word out of range"
     else:

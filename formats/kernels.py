@@ -218,8 +218,12 @@ def decode_rank_generic(meta64, n_groups, m, n, width, c, binom, values, out):
 
 
 @njit(cache=True)
-def decode_joint(meta64, n_groups, m, n, groups, word_bits, tail_bits, c, binom, values, out):
+def decode_joint(
+    meta64, n_groups, m, n, groups, word_bits, tail_bits, c, binom, table, values, out
+):
+    """Mixed-radix words of `groups` ranks; `table` (rank -> positions) may be empty."""
     positions = np.empty(n, np.int64)
+    use_table = table.shape[0] == c
     cc = np.uint64(c)
     bit = 0
     g = 0
@@ -236,9 +240,13 @@ def decode_joint(meta64, n_groups, m, n, groups, word_bits, tail_bits, c, binom,
         for _ in range(count):
             r = np.int64(word % cc)
             word //= cc
-            unrank_into(r, n, m, binom, positions)
-            for k in range(n):
-                out[g * m + positions[k]] = values[g * n + k]
+            if use_table:
+                for k in range(n):
+                    out[g * m + np.int64(table[r, k])] = values[g * n + k]
+            else:
+                unrank_into(r, n, m, binom, positions)
+                for k in range(n):
+                    out[g * m + positions[k]] = values[g * n + k]
             g += 1
     return -1
 
