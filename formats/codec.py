@@ -76,6 +76,11 @@ def encode(
     if layout == "cutlass":
         from . import cutlass
 
+        if str(pattern) != cutlass.cutlass_pattern(vtype.numpy):
+            raise FormatError(
+                f"layout cutlass stores {vtype.name} as {cutlass.cutlass_pattern(vtype.numpy)}, "
+                f"not {pattern}"
+            )
         meta, values = cutlass.encode_stream(main_bits.view(vtype.numpy))
     else:
         meta, values = codec.encode_main(main_bits, pattern, layout, joint_groups)
@@ -121,7 +126,11 @@ def decode(enc: EncodedTensor, *, impl: str = "fast") -> np.ndarray:
     if enc.layout == "cutlass":
         from . import cutlass
 
-        out = cutlass.decode_stream(enc.meta, enc.values, shape, vtype).view(vtype.bits)
+        if str(pattern) != cutlass.cutlass_pattern(vtype.numpy):
+            raise FormatError(f"layout cutlass cannot hold {vtype.name} as {pattern}")
+        dense = cutlass.decode_stream(enc.meta, enc.values, shape, vtype.numpy)
+        check_finite(dense.view(vtype.bits), vtype, "value")
+        out = np.ascontiguousarray(dense).view(vtype.bits).reshape(shape).copy()
     else:
         values = _values_from(enc.values, sizes.value_count(shape, pattern), vtype, "value")
         out = codec.decode_main(enc.meta, values, shape, pattern, enc.layout, enc.joint_groups)

@@ -2,7 +2,7 @@
 
 Pure numpy re-implementation of the layout produced by
 ``torch.sparse._semi_structured_conversions.sparse_semi_structured_from_dense_cutlass`` and
-read by ``sparse_semi_structured_to_dense_cutlass`` (see spec/sections/cutlass.md).
+read by ``sparse_semi_structured_to_dense_cutlass`` (see spec/format.md section 10.1).
 
 Layout summary (m x k dense matrix):
 
@@ -15,6 +15,8 @@ Layout summary (m x k dense matrix):
 "Non-zero" defaults to the bit pattern (``occupancy="bits"``): -0.0 is an occupied slot, so
 ``decode(encode(x))`` is bit-exact for every input. PyTorch compares by value (``x != 0``), so
 for inputs that contain -0.0 its output can differ; ``occupancy="value"`` reproduces it exactly.
+Values are copied as bit patterns (torch's CPU gather/scatter quiets some NaNs; see the spec).
+Group words and meta words are assembled through integer views, assuming a little-endian host.
 """
 
 from __future__ import annotations
@@ -119,12 +121,13 @@ _VALID_NIBBLE_2[[0b0100, 0b1110]] = True
 _NIBBLE_KEEP_FIRST = 0b0100  # float32: keep element 0 (half-words 0 and 1)
 _NIBBLE_KEEP_SECOND = 0b1110  # float32: keep element 1 (half-words 2 and 3)
 
-# Bit shift, inside a group word, of the unit named by a nibble's low / high index.
+# Bit shift, inside a group word, of the unit named by a nibble's low / high index, for unit
+# widths of 8 and 16 bits; the table dtype is the group word's (uint32 / uint64).
 _SHIFT_LO = {ub: ((np.arange(16) & 3) * ub).astype(f"u{ub // 2}") for ub in (8, 16)}
 _SHIFT_HI = {ub: ((np.arange(16) >> 2) * ub).astype(f"u{ub // 2}") for ub in (8, 16)}
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=8)
 def _meta_offsets(m: int, ncols: int, meta_itemsize: int) -> np.ndarray:
     """Flat destination, in the returned meta array, of logical meta word (r, c), shape (m, ncols).
 
@@ -170,8 +173,8 @@ def _pack_words(nibbles: np.ndarray, lay: CutlassLayout) -> np.ndarray:
 def _unpack_words(words: np.ndarray) -> np.ndarray:
     """(m, ncols) meta words -> (m, groups) nibbles, inverse of ``_pack_words``."""
     octets = np.ascontiguousarray(words).view(np.uint8)
-    m = octets.shape[0]
-    return np.stack((octets & 0xF, octets >> 4), axis=-1).reshape(m, -1)
+    m, n = octets.shape
+    return np.stack((octets & 0xF, octets >> 4), axis=-1).reshape(m, 2 * n)
 
 
 def _mask_of(occ: np.ndarray) -> np.ndarray:
@@ -310,3 +313,39 @@ def decode_cutlass(values: np.ndarray, meta: np.ndarray, shape: tuple[int, int])
     hi = (pairs >> lay.pair_dtype.type(ub)).astype(lay.word_dtype)
     words = (lo << _SHIFT_LO[ub][nibbles]) | (hi << _SHIFT_HI[ub][nibbles])
     return words.view(values.dtype).reshape(m, k)
+
+
+# --- container streams (spec/format.md 10.1) ------------------------------------------------
+
+
+def cutlass_pattern(dtype: np.dtype | type) -> str:
+    """The N:M pattern the layout implements for a dtype: 2:4, or 1:2 pairs for float32."""
+    return "2:4" if cutlass_layout(dtype).group == 4 else "1:2"
+
+
+def encode_stream(main: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """(meta stream bytes, value bit patterns) of a matrix that satisfies the pattern."""
+    values, meta = encode_cutlass(main)
+    bits = values.view(cutlass_layout(main.dtype).bits_dtype).reshape(-1)
+    return meta.astype(meta.dtype.newbyteorder("<")).tobytes(), bits
+
+
+def decode_stream(
+    meta: bytes, values: bytes, shape: tuple[int, int], dtype: np.dtype
+) -> np.ndarray:
+    """Dense matrix from the container streams; exact stream lengths are checked first."""
+    lay = cutlass_layout(dtype)
+    m, k = shape
+    _check_shape(m, k, lay, f"shape {m}x{k}")
+    ncols = k // lay.cols_per_word
+    for what, data, expected in (
+        ("value", values, m * (k // 2) * lay.bits_dtype.itemsize),
+        ("metadata", meta, m * ncols * lay.meta_dtype.itemsize),
+    ):
+        if len(data) < expected:
+            raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
+        if len(data) > expected:
+            raise FormatError(f"{what} stream has {len(data) - expected} trailing bytes")
+    value_array = np.frombuffer(values, dtype=np.dtype(dtype).newbyteorder("<")).reshape(m, -1)
+    meta_array = np.frombuffer(meta, dtype=lay.meta_dtype.newbyteorder("<")).reshape(m, ncols)
+    return decode_cutlass(value_array, meta_array, (m, k))

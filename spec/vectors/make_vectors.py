@@ -132,6 +132,13 @@ def build() -> tuple[list[dict], list[dict]]:
                             "576 columns: two full blocks and a 64-element tail block",
                             array, "8:16", outliers=f"{k}:256", outlier_layout=layout,
                             outlier_mask=mask))  # fmt: skip
+    for dtype, shape in (("float16", (32, 32)), ("bfloat16", (32, 64)), ("int8", (16, 64)),
+                         ("float32", (32, 16))):  # fmt: skip
+        pattern = "1:2" if dtype == "float32" else "2:4"
+        array = nm_sparse(rng, shape, 1 if dtype == "float32" else 2, 2 if dtype == "float32"
+                          else 4, DTYPES[dtype])  # fmt: skip
+        valid.append(vector(f"cutlass_{dtype}", "NVIDIA 2:4 layout, spec 10.1", array, pattern,
+                            "cutlass"))  # fmt: skip
     base = valid[0]
     bad = [
         invalid("rank_out_of_range", "2:4 group 0 holds rank 6", base, "rank", meta_hex="1e"),
@@ -157,6 +164,10 @@ def build() -> tuple[list[dict], list[dict]]:
             meta_hex="601e",
         ),  # fmt: skip
     ]
+    cut = next(v for v in valid if v["name"] == "cutlass_float16")
+    zero_meta = "00" * (len(cut["meta_hex"]) // 2)
+    bad.append(invalid("cutlass_equal_indices", "every nibble 0b0000 (indices 0, 0)", cut,
+                       "invalid meta nibble", meta_hex=zero_meta))  # fmt: skip
     return valid, bad
 
 

@@ -93,3 +93,19 @@ def test_bfloat16_through_npy_and_safetensors(tmp_path) -> None:  # noqa: ANN001
     back = load_file(str(tmp_path / "back.safetensors"))["weight"]
     assert back.dtype == ml_dtypes.bfloat16
     assert np.array_equal(bits_of(back), bits_of(array))
+
+
+def test_encode_cutlass_layout(tmp_path) -> None:  # noqa: ANN001
+    array = random_nm(np.random.default_rng(4), 32, 64, 2, 4, np.float16)
+    np.save(tmp_path / "c.npy", array)
+    out = tmp_path / "c.safetensors"
+    args = ["encode", str(tmp_path / "c.npy"), "-p", "2:4", "--layout", "cutlass", "-o", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["inspect", str(out), "--json"]).output)["tensors"][0]
+    assert info["layout"] == "cutlass" and info["bits_per_element"]["meta"] == 1.0
+    result = runner.invoke(app, ["decode", str(out), "-o", str(tmp_path / "back.npy")])
+    assert np.array_equal(bits_of(np.load(tmp_path / "back.npy")), bits_of(array))
+    np.save(tmp_path / "odd.npy", array[:, :48])
+    bad = ["encode", str(tmp_path / "odd.npy"), "-p", "2:4", "--layout", "cutlass", "-o", "x"]
+    assert_one_line_error(runner.invoke(app, bad), "multiple of")

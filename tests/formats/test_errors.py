@@ -171,11 +171,13 @@ def test_not_a_container(tmp_path) -> None:  # noqa: ANN001
 def test_fuzzed_containers_fail_cleanly_or_decode_correctly(tmp_path, data) -> None:  # noqa: ANN001
     rng = np.random.default_rng(5)
     array = random_nm(rng, 3, 576, 8, 16, np.float16)
+    cutlass_array = random_nm(rng, 32, 64, 2, 4, np.float16)
     path = tmp_path / "f.safetensors"
     if not path.exists():
         save(path, {"a": encode(array, "8:16", outliers="16:256"),
                     "b": encode(array, "8:16", layout="joint", outliers="4:256",
-                                outlier_layout="index")})  # fmt: skip
+                                outlier_layout="index"),
+                    "c": encode(cutlass_array, "2:4", layout="cutlass")})  # fmt: skip
     original = path.read_bytes()
     mutated = bytearray(original)
     for _ in range(data.draw(st.integers(1, 3))):
@@ -200,5 +202,6 @@ def test_fuzzed_containers_fail_cleanly_or_decode_correctly(tmp_path, data) -> N
         decoded = {name: decode(enc) for name, enc in tensors.items()}
     except FormatError:
         return
-    for back in decoded.values():  # no error: it must be exactly the original
-        assert np.array_equal(bits_of(back), bits_of(array))
+    originals = {"a": array, "b": array, "c": cutlass_array}
+    for name, back in decoded.items():  # no error: it must be exactly the original
+        assert np.array_equal(bits_of(back), bits_of(originals[name]))

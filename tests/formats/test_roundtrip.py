@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmlab.formats import decode, encode, load, save
+from nmlab.formats import FormatError, decode, encode, load, save
 from nmlab.formats.pattern import OutlierPattern
 from nmlab.formats.sizes import byte_length, meta_bits, outlier_position_bits, outlier_slots
 
@@ -141,3 +141,32 @@ def test_rank_sizes_match_mission_arithmetic() -> None:
     assert bpe["outlier_values"] == 1.0
     enc24 = encode(np.zeros((64, 64), np.float16), "2:4")
     assert enc24.bits_per_element()["meta"] == 0.75
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    dtype=st.sampled_from(sorted(DTYPES)),
+    row_blocks=st.integers(1, 3),
+    col_blocks=st.integers(1, 3),
+    outliers=st.sampled_from([None, "4:256", "16:256"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_cutlass_layout_through_the_codec(
+    dtype: str, row_blocks: int, col_blocks: int, outliers: str | None, seed: int
+) -> None:
+    from nmlab.formats.cutlass import cutlass_layout, cutlass_pattern
+
+    lay = cutlass_layout(DTYPES[dtype])
+    pattern = cutlass_pattern(DTYPES[dtype])
+    n, m = (int(x) for x in pattern.split(":"))
+    rows, cols = lay.row_multiple * row_blocks, lay.col_multiple * col_blocks
+    array = random_nm(np.random.default_rng(seed), rows, cols, n, m, DTYPES[dtype])
+    enc = encode(array, pattern, layout="cutlass", outliers=outliers)
+    assert np.array_equal(bits_of(decode(enc)), bits_of(array))
+    assert len(enc.values) == array.nbytes // 2
+    assert 8 * len(enc.meta) == array.size // m * 4  # one 4-bit nibble per group
+
+
+def test_cutlass_layout_rejects_other_patterns() -> None:
+    with pytest.raises(FormatError, match="stores float16 as 2:4"):
+        encode(np.zeros((32, 32), np.float16), "4:8", layout="cutlass")
