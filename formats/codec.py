@@ -97,7 +97,7 @@ def _le_bytes(bits: np.ndarray) -> bytes:
     return np.ascontiguousarray(bits).astype(bits.dtype.newbyteorder("<")).tobytes()
 
 
-def _values_from(data: bytes, count: int, vtype, what: str) -> np.ndarray:  # noqa: ANN001
+def _values_from(data: bytes, count: int, vtype, what: str, check: bool = True) -> np.ndarray:  # noqa: ANN001
     expected = count * vtype.itemsize
     if len(data) < expected:
         raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
@@ -106,7 +106,8 @@ def _values_from(data: bytes, count: int, vtype, what: str) -> np.ndarray:  # no
     values = np.frombuffer(data, dtype=vtype.bits.newbyteorder("<"))
     if not values.dtype.isnative:  # pragma: no cover - big-endian hosts only
         values = values.astype(vtype.bits)
-    check_finite(values, vtype, what)
+    if check:
+        check_finite(values, vtype, what)
     return values
 
 
@@ -132,8 +133,11 @@ def decode(enc: EncodedTensor, *, impl: str = "fast") -> np.ndarray:
         check_finite(dense.view(vtype.bits), vtype, "value")
         out = np.ascontiguousarray(dense).view(vtype.bits).reshape(shape).copy()
     else:
-        values = _values_from(enc.values, sizes.value_count(shape, pattern), vtype, "value")
-        out = codec.decode_main(enc.meta, values, shape, pattern, enc.layout, enc.joint_groups)
+        count = sizes.value_count(shape, pattern)
+        values = _values_from(enc.values, count, vtype, "value", check=False)
+        out = codec.decode_main(
+            enc.meta, values, shape, pattern, enc.layout, enc.joint_groups, vtype.exponent_mask
+        )
     if enc.outliers is not None:
         o = enc.outliers
         if o.layout not in OUTLIER_LAYOUTS:

@@ -91,6 +91,46 @@ def check_stream_length(stream: bytes, total_bits: int, what: str) -> None:
 # --- N:M main stream -------------------------------------------------------------------
 
 
+@cache
+def _table_run(pm: int, pn: int, exponent_mask: int):  # noqa: ANN202 - a Numba dispatcher
+    return kernels.make_table_run(pm, pn, exponent_mask)
+
+
+def _decode_rank_table(
+    words: np.ndarray,
+    n_groups: int,
+    pattern: Pattern,
+    values: np.ndarray,
+    out: np.ndarray,
+    exponent_mask: int | None,
+) -> int:
+    """Rank layout by table lookup, `per` groups a lookup; returns the first bad group or -1.
+
+    Full super-groups go through a loop specialised for their sizes; the leftover
+    groups (n_groups % per) use the generic loop, one group a lookup: with the
+    upper fields zero, a table row describes a single group in its first n columns.
+    """
+    m, n, width = pattern.m, pattern.n, pattern.rank_bits
+    per, valid, table = multi_group_table(m, n)
+    full = n_groups // per
+    run = _table_run(per * m, per * n, exponent_mask or 0)
+    bad, non_finite = run(words, 0, full, per * width, valid, table, values, out)
+    if bad < 0 and exponent_mask:
+        non_finite += kernels.count_non_finite(values[full * per * n :], exponent_mask)
+        if non_finite:
+            raise FormatError(f"value: {non_finite} non-finite value(s) (Inf/NaN)")
+    if bad >= 0:
+        return bad * per + kernels.first_bad_field(
+            words, bad * per * width, per, width, pattern.combinations
+        )
+    start = full * per
+    bad = kernels.decode_table_run(
+        words[(start * width) >> 6 :], (start * width) & 63, n_groups - start, width, m, n,
+        valid, table, values[start * n :], out[start * m :],
+    )  # fmt: skip
+    return -1 if bad < 0 else start + bad
+
+
 def encode_main(
     main_bits: np.ndarray, pattern: Pattern, layout: str, joint_groups: int | None = None
 ) -> tuple[bytes, np.ndarray]:
@@ -134,22 +174,25 @@ def decode_main(
     pattern: Pattern,
     layout: str,
     joint_groups: int | None = None,
+    exponent_mask: int | None = None,
 ) -> np.ndarray:
+    """Decode the N:M stream; values with an all-ones exponent field are an error."""
     m, n = pattern.m, pattern.n
+    table_path = layout == "rank" and pattern.combinations <= TABLE_LIMIT
+    if exponent_mask and not table_path:  # the table path counts them while scattering
+        count = kernels.count_non_finite(values, exponent_mask)
+        if count:
+            raise FormatError(f"value: {count} non-finite value(s) (Inf/NaN)")
     n_groups = sizes.group_count(shape, pattern)
     check_stream_length(meta, sizes.meta_bits(shape, pattern, layout, joint_groups), "metadata")
     words = _as_uint64_words(meta)
-    if layout == "rank" and pattern.combinations <= TABLE_LIMIT:
+    if table_path:
         out = np.empty(shape[0] * shape[1], dtype=values.dtype)  # the kernel writes every element
     else:
         out = np.zeros(shape[0] * shape[1], dtype=values.dtype)
     if layout == "rank":
         if pattern.combinations <= TABLE_LIMIT:
-            per, valid, table = multi_group_table(m, n)
-            bad = kernels.decode_rank_table(
-                words, n_groups, m, n, pattern.rank_bits, pattern.combinations, per, valid, table,
-                values, out,
-            )  # fmt: skip
+            bad = _decode_rank_table(words, n_groups, pattern, values, out, exponent_mask)
         else:
             bad = kernels.decode_rank_generic(
                 words, n_groups, m, n, pattern.rank_bits, pattern.combinations,
@@ -167,7 +210,9 @@ def decode_main(
         if word_bits > sizes.MAX_JOINT_WORD_BITS:
             from . import reference
 
-            return reference.decode_main(meta, values, shape, pattern, layout, joint_groups)
+            return reference.decode_main(
+                meta, values, shape, pattern, layout, joint_groups, exponent_mask
+            )
         tail_bits = sizes.joint_word_bits(pattern, n_groups % joint_groups or joint_groups)
         small = pattern.combinations <= TABLE_LIMIT
         table = positions_table(m, n) if small else np.zeros((0, n), dtype=np.uint8)

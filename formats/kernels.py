@@ -138,32 +138,48 @@ def read_field(meta64, bit, width):
     return x & ((U64_1 << np.uint64(width)) - U64_1)
 
 
-@njit(cache=True)
-def decode_rank_table(meta64, n_groups, m, n, width, c, per, valid, table, values, out):
-    """Rank layout by table lookup, `per` groups at a time.
+def make_table_run(pm: int, pn: int, exponent_mask: int):  # noqa: ANN201 - a dispatcher
+    """`decode_table_run` with the super-group sizes compiled in as constants, which
+    also counts non-finite values (exponent all ones; `exponent_mask` 0: integers).
 
-    The index is the raw `per * width` metadata bits of `per` consecutive groups;
-    `valid[index]` says whether all their ranks are < C(m, n) and `table[index]`
-    lists the kept positions relative to the first group. Writes every element
-    of `out` (zeros included), so `out` may come from np.empty.
+    Constant trip counts let LLVM unroll and vectorise the zero fill and the
+    scatter: about 3x faster than the generic loop on 2:4 and 8:16. Closures are
+    not disk-cached by Numba, so each process compiles the few it uses.
+    Returns (first bad super-group or -1, non-finite count).
     """
-    span = per * width
-    full = n_groups // per
-    bad = _decode_table_run(meta64, 0, full, span, per * m, per * n, valid, table, values, out)
-    if bad >= 0:
-        return bad * per + _first_bad_field(meta64, bad * span, per, width, c)
-    # leftover groups one at a time: with the upper fields zero, the same table row
-    # describes a single group in its first n columns
-    start = full * per
-    bad = _decode_table_run(
-        meta64[(start * width) >> 6 :], (start * width) & 63, n_groups - start, width, m, n,
-        valid, table, values[start * n :], out[start * m :],
-    )  # fmt: skip
-    return -1 if bad < 0 else start + bad
+    em = exponent_mask
+
+    @njit
+    def run(meta64, bit, count, span, valid, table, values, out):
+        mask = (U64_1 << np.uint64(span)) - U64_1
+        non_finite = 0
+        for s in range(count):
+            word = bit >> 6
+            off = bit & 63
+            x = meta64[word] >> np.uint64(off)
+            if off + span > 64:
+                x |= meta64[word + 1] << np.uint64(64 - off)
+            index = np.int64(x & mask)
+            bit += span
+            if not valid[index]:
+                return s, non_finite
+            block = out[s * pm : s * pm + pm]
+            for j in range(pm):
+                block[j] = 0
+            row = table[index]
+            vi = s * pn
+            for k in range(pn):
+                v = values[vi + k]
+                block[row[k]] = v
+                if em:
+                    non_finite += (v & em) == em
+        return -1, non_finite
+
+    return run
 
 
 @njit(cache=True)
-def _decode_table_run(meta64, bit, count, span, pm, pn, valid, table, values, out):
+def decode_table_run(meta64, bit, count, span, pm, pn, valid, table, values, out):
     mask = (U64_1 << np.uint64(span)) - U64_1
     for s in range(count):
         word = bit >> 6
@@ -185,7 +201,7 @@ def _decode_table_run(meta64, bit, count, span, pm, pn, valid, table, values, ou
 
 
 @njit(cache=True)
-def _first_bad_field(meta64, bit, count, width, c):
+def first_bad_field(meta64, bit, count, width, c):
     for q in range(count):
         if np.int64(read_field(meta64, bit + q * width, width)) >= c:
             return q

@@ -73,8 +73,16 @@ def decode_main(
     pattern: Pattern,
     layout: str,
     joint_groups: int | None = None,
+    exponent_mask: int | None = None,
 ) -> np.ndarray:
-    """Decode the N:M stream into a 2-D array of bit patterns (zeros elsewhere)."""
+    """Decode the N:M stream into a 2-D array of bit patterns (zeros elsewhere).
+
+    Spec 6: a value whose exponent field is all ones (Inf/NaN) is an error.
+    """
+    if exponent_mask:
+        count = sum(1 for v in values if int(v) & exponent_mask == exponent_mask)
+        if count:
+            raise FormatError(f"value: {count} non-finite value(s) (Inf/NaN)")
     rows, cols = shape
     n_groups = sizes.group_count(shape, pattern)
     reader = BitReader(meta, sizes.meta_bits(shape, pattern, layout, joint_groups))
