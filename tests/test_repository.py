@@ -21,7 +21,5 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     ci = (ROOT / ".ci" / "run").read_text()
-    install, test = re.match(
-        r".*(pip install -e \S+) && (pytest .+)$", readme_commands()[1]
-    ).groups()
-    assert install in ci and test in ci
+    steps = readme_commands()[1].split(" && ")[3:]  # after creating and activating the venv
+    assert steps and all(step in ci for step in steps)

@@ -1,0 +1,176 @@
+"""The prune and eval flows behind the CLI and the benchmark (model walking lives in
+:mod:`sequential`, the math in :mod:`scores`, :mod:`masks` and :mod:`sparsegpt`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import PruningError
+from .masks import parse_pattern
+from .methods import METHODS, make_method
+from .models import load_model, resolve_model, save_model_dir
+
+EVAL_CORPORA = ("wiki", "shakespeare")
+
+
+def _threads() -> None:
+    """``NMLAB_THREADS`` sets torch's thread count (1 is fastest on a busy shared CPU)."""
+    import torch
+
+    if os.environ.get("NMLAB_THREADS"):
+        torch.set_num_threads(int(os.environ["NMLAB_THREADS"]))
+
+
+def evaluate(
+    model: Any,
+    tokenizer: Any,
+    seqlen: int,
+    max_windows: int | None = None,
+    corpora: tuple[str, ...] = EVAL_CORPORA,
+    progress: bool = True,
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Perplexity on each corpus's evaluation split; returns (ppl, windows used)."""
+    from .data import corpus_tokens, eval_windows
+    from .perplexity import bos_for, perplexity
+
+    ppl, used = {}, {}
+    bos = bos_for(model, tokenizer)
+    for corpus in corpora:
+        windows = eval_windows(corpus_tokens(corpus, "eval", tokenizer), seqlen, max_windows)
+        ppl[corpus] = perplexity(
+            model, windows, desc=f"ppl {corpus}", progress=progress, bos_token_id=bos
+        )
+        used[corpus] = int(windows.shape[0])
+    return ppl, used
+
+
+def eval_model(
+    model_ref: str, seqlen: int = 2048, max_windows: int | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Perplexity of a model (known name or directory) on both corpora."""
+    if seqlen < 2:
+        raise PruningError(f"seqlen must be >= 2, got {seqlen}")
+    _threads()
+    path = resolve_model(model_ref)
+    model, tokenizer = load_model(path, progress=progress)
+    t0 = time.perf_counter()
+    ppl, used = evaluate(model, tokenizer, seqlen, max_windows, progress=progress)
+    return {
+        "model": model_ref,
+        "seqlen": seqlen,
+        "ppl": ppl,
+        "eval_windows": used,
+        "time_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def partial_dir(out: Path) -> Path:
+    """Where an unfinished run keeps its checkpoints: beside OUT, never inside it."""
+    return out.parent / f".{out.name}.partial"
+
+
+def prune_model(
+    model_ref: str,
+    method: str,
+    pattern: str,
+    out: str | os.PathLike[str],
+    calib: int = 128,
+    seqlen: int = 2048,
+    eval_windows: int | None = None,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Prune a model and write OUT/ (model, masks, metrics.json) all at once at the end.
+
+    Every input is checked before work starts; OUT/ appears only when complete (it is
+    assembled beside it and renamed). A run killed midway resumes from its checkpoints.
+    """
+    import torch
+
+    from .data import calibration_samples, corpus_tokens
+    from .perplexity import bos_for
+    from .sequential import Checkpoint, check_model, prune_sequential
+    from .storage import save_masks
+
+    out = Path(out)
+    pat = parse_pattern(pattern)
+    if method not in METHODS:
+        raise PruningError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    if calib < 1 or seqlen < 2:
+        raise PruningError(f"need --calib >= 1 and --seqlen >= 2, got {calib} and {seqlen}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PruningError(f"output {out} already exists and is not an empty folder")
+    _threads()
+    path = resolve_model(model_ref)
+    model, tokenizer = load_model(path, progress=progress)
+    check_model(model, pat)
+    samples = calibration_samples(corpus_tokens("wiki", "calib", tokenizer), calib, seqlen, seed)
+    bos = bos_for(model, tokenizer)
+    if bos is not None:  # same start as at evaluation: BOS, then seqlen - 1 tokens
+        samples = torch.cat([torch.full_like(samples[:, :1], bos), samples[:, :-1]], dim=1)
+
+    settings = {
+        "model": str(model_ref),
+        "model_path": str(Path(path).resolve()),
+        "method": method,
+        "pattern": str(pat),
+        "calib": calib,
+        "seqlen": seqlen,
+        "seed": seed,
+        "blocksize": blocksize,
+        "percdamp": percdamp,
+        "torch": torch.__version__,
+    }
+    work = partial_dir(out)
+    checkpoint = Checkpoint(work / "checkpoint", settings)
+    result = prune_sequential(
+        model, samples, make_method(method, pat, blocksize, percdamp), checkpoint, progress
+    )
+
+    t0 = time.perf_counter()
+    ppl, used = evaluate(model, tokenizer, seqlen, eval_windows, progress=progress)
+    eval_s = time.perf_counter() - t0
+    kept = sum(int(m.sum()) for m in result.masks.values())
+    total = sum(m.numel() for m in result.masks.values())
+    metrics = {
+        **settings,
+        "ppl": ppl,
+        "eval_windows": used,
+        "eval_seqlen": seqlen,
+        "bos_per_window": bos is not None,
+        "sparsity_total": 1.0 - kept / total,
+        "sparsity": {name: round(s, 6) for name, s in result.sparsity.items()},
+        "time_s": {
+            "prune": round(result.seconds, 2),
+            "eval": round(eval_s, 2),
+            "per_block": [round(s, 2) for s in result.block_seconds],
+        },
+        "resumed_from_block": result.resumed_from,
+        "host": {
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "machine": platform.machine(),
+        },
+    }
+
+    final = work / "final"
+    if final.exists():
+        shutil.rmtree(final)
+    save_model_dir(model, final)
+    tokenizer.save_pretrained(final)
+    save_masks(final / "masks.safetensors", result.masks)
+    (final / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(final, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return metrics
