@@ -14,7 +14,13 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in ("nmlab.formats.cli", "nmlab.pruning.cli", "nmlab.simulator.cli", "nmlab.run"):
+for _module in (
+    "nmlab.formats.cli",
+    "nmlab.pruning.cli",
+    "nmlab.simulator.cli",
+    "nmlab.run",
+    "nmlab.sweep",
+):
     importlib.import_module(_module).register(app)
 
 
