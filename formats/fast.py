@@ -106,29 +106,31 @@ def _decode_rank_table(
 ) -> int:
     """Rank layout by table lookup, `per` groups a lookup; returns the first bad group or -1.
 
-    Full super-groups go through a loop specialised for their sizes; the leftover
-    groups (n_groups % per) use the generic loop, one group a lookup: with the
-    upper fields zero, a table row describes a single group in its first n columns.
+    Full super-groups take `per` groups a lookup; the leftover groups (n_groups % per)
+    take one: with the upper fields zero, a table row describes a single group in
+    its first n columns.
     """
     m, n, width = pattern.m, pattern.n, pattern.rank_bits
     per, valid, table = multi_group_table(m, n)
     full = n_groups // per
-    run = _table_run(per * m, per * n, exponent_mask or 0)
-    bad, non_finite = run(words, 0, full, per * width, valid, table, values, out)
-    if bad < 0 and exponent_mask:
-        non_finite += kernels.count_non_finite(values[full * per * n :], exponent_mask)
-        if non_finite:
-            raise FormatError(f"value: {non_finite} non-finite value(s) (Inf/NaN)")
+    em = exponent_mask or 0
+    bad, non_finite = _table_run(per * m, per * n, em)(
+        words, 0, full, per * width, valid, table, values, out
+    )
     if bad >= 0:
         return bad * per + kernels.first_bad_field(
             words, bad * per * width, per, width, pattern.combinations
         )
     start = full * per
-    bad = kernels.decode_table_run(
-        words[(start * width) >> 6 :], (start * width) & 63, n_groups - start, width, m, n,
-        valid, table, values[start * n :], out[start * m :],
+    bad, more = _table_run(m, n, em)(
+        words[(start * width) >> 6 :], (start * width) & 63, n_groups - start, width, valid,
+        table, values[start * n :], out[start * m :],
     )  # fmt: skip
-    return -1 if bad < 0 else start + bad
+    if bad >= 0:
+        return start + bad
+    if non_finite + more:
+        raise FormatError(f"value: {non_finite + more} non-finite value(s) (Inf/NaN)")
+    return -1
 
 
 def encode_main(
