@@ -32,6 +32,10 @@ def register(app: typer.Typer) -> None:
         ),
         percdamp: float = typer.Option(0.01, help="SparseGPT dampening, fraction of mean diag(H)"),
         seed: int = typer.Option(0, help="calibration sampling seed"),
+        outliers: str | None = typer.Option(
+            None, help="keep K salient weights per 256-block outside N:M, e.g. 16:256"
+        ),
+        vc: str = typer.Option("none", help="variance correction: none | weight"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     ) -> None:
         """Prune a model; writes OUT/ with the model, masks.safetensors and metrics.json."""
@@ -50,6 +54,8 @@ def register(app: typer.Typer) -> None:
                 percdamp=percdamp,
                 seed=seed,
                 progress=not quiet,
+                outliers=outliers,
+                vc=vc,
             )
         except PruningError as err:
             _fail(err)

@@ -44,10 +44,52 @@ class Method:
     prune: PruneFn  # (layer name, W [out, in], stats) -> (W', kept mask)
 
 
+VC_MODES = ("none", "weight")
+
+
 def make_method(
-    name: str, pattern: Pattern, blocksize: int = 128, percdamp: float = 0.01
+    name: str,
+    pattern: Pattern,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    outliers: int | None = None,
+    vc: str = "none",
 ) -> Method:
-    """The per-layer function of a named method for ``pattern``."""
+    """The per-layer function of a named method for ``pattern``, optionally keeping
+    ``outliers`` = K salient weights per 256-block at full value (K:256, scored by
+    the method's own saliency: Wanda score, else magnitude) and applying Variance
+    Correction (``vc="weight"``) to the kept N:M weights afterwards."""
+    base = _base_method(name, pattern, blocksize, percdamp)
+    if vc not in VC_MODES:
+        raise PruningError(f"unknown variance correction {vc!r}: expected one of {VC_MODES}")
+    if outliers is None and vc == "none":
+        return base
+    if outliers is not None and not 1 <= outliers <= 64:
+        raise PruningError(f"outliers K:256 needs 1 <= K <= 64, got {outliers}")
+    needs: Needs = "norms" if base.needs == "none" and outliers is not None else base.needs
+
+    def extended(layer: str, W: torch.Tensor, s: LayerStats) -> tuple[torch.Tensor, torch.Tensor]:
+        from .outliers import prune_with_outliers
+        from .variance import variance_correction_weights
+
+        def prune_rest(W_rest: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return base.prune(layer, W_rest, s)
+
+        if outliers is None:
+            W_new, main = prune_rest(W)
+            outlier_mask = torch.zeros_like(main)
+        else:
+            score = wanda_score(W, s.sq_norm.sqrt()) if s.sq_norm is not None else W.abs()
+            W_new, main, outlier_mask = prune_with_outliers(W, score, outliers, prune_rest)
+        if vc == "weight":  # gamma from the whole rows, applied to the N:M weights only
+            corrected = variance_correction_weights(W, W_new, main | outlier_mask)
+            W_new = torch.where(main, corrected, W_new)
+        return W_new, main | outlier_mask
+
+    return Method(base.name, needs, extended)
+
+
+def _base_method(name: str, pattern: Pattern, blocksize: int, percdamp: float) -> Method:
     if name == "magnitude":
         return Method(
             name, "none", lambda _n, W, _s: prune_by_score(W, magnitude_score(W), pattern)

@@ -70,6 +70,16 @@ def eval_model(
     }
 
 
+def _parse_outliers(text: str | None) -> int | None:
+    """ "16:256" -> 16 (structured K:256 outliers); None -> None."""
+    if text is None:
+        return None
+    k, _, block = text.partition(":")
+    if not (k.isdigit() and block == "256" and 1 <= int(k) <= 64):
+        raise PruningError(f"outliers {text!r}: expected K:256 with 1 <= K <= 64, e.g. 16:256")
+    return int(k)
+
+
 def partial_dir(out: Path) -> Path:
     """Where an unfinished run keeps its checkpoints: beside OUT, never inside it."""
     return out.parent / f".{out.name}.partial"
@@ -87,6 +97,8 @@ def prune_model(
     percdamp: float = 0.01,
     seed: int = 0,
     progress: bool = True,
+    outliers: str | None = None,
+    vc: str = "none",
 ) -> dict[str, Any]:
     """Prune a model and write OUT/ (model, masks, metrics.json) all at once at the end.
 
@@ -104,6 +116,8 @@ def prune_model(
     pat = parse_pattern(pattern)
     if method not in METHODS:
         raise PruningError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
+    k_outliers = _parse_outliers(outliers)
+    make_method(method, pat, blocksize, percdamp, k_outliers, vc)  # checks vc before loading
     if calib < 1 or seqlen < 2:
         raise PruningError(f"need --calib >= 1 and --seqlen >= 2, got {calib} and {seqlen}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -127,12 +141,18 @@ def prune_model(
         "seed": seed,
         "blocksize": blocksize,
         "percdamp": percdamp,
+        "outliers": outliers,
+        "vc": vc,
         "torch": torch.__version__,
     }
     work = partial_dir(out)
     checkpoint = Checkpoint(work / "checkpoint", settings)
     result = prune_sequential(
-        model, samples, make_method(method, pat, blocksize, percdamp), checkpoint, progress
+        model,
+        samples,
+        make_method(method, pat, blocksize, percdamp, k_outliers, vc),
+        checkpoint,
+        progress,
     )
 
     t0 = time.perf_counter()

@@ -211,3 +211,44 @@ def test_existing_output_is_left_untouched(app, tiny_model_dir, tiny_corpora, tm
 def test_eval_unknown_model(app, tmp_path) -> None:
     res = run(app, "eval", tmp_path / "nothing")
     assert res.exit_code == 2 and res.stderr.startswith("error: unknown model or path")
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_prune_with_outliers_and_variance_correction_is_encodable(
+    app, tiny_model_dir, tiny_corpora, tmp_path, method: str
+) -> None:
+    import numpy as np
+
+    from nmlab.formats import decode, encode
+
+    out = tmp_path / "out"
+    res = run(app, "prune", "--model", tiny_model_dir, "--method", method, "--pattern", "2:4",
+              "--outliers", "16:256", "--vc", "weight", "-o", out, *FAST)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["outliers"] == "16:256" and metrics["vc"] == "weight"
+    weights = load_file(str(out / "model.safetensors"))
+    masks = load_masks(out / "masks.safetensors")
+    assert masks
+    for name, mask in masks.items():
+        W = weights[name]
+        assert not bool(((W != 0) & ~mask).any())  # every non-zero is kept by the mask
+        assert not bool((torch.signbit(W) & (W == 0)).any())  # pruned entries are +0.0
+        array = W.numpy()
+        enc = encode(array, "2:4", outliers="16:256")  # N:M + K:256 holds: encodable
+        assert np.array_equal(decode(enc).view(np.uint32), array.view(np.uint32))
+    # more than N per group somewhere: the outliers really sit outside the pattern
+    assert any(
+        int((weights[n] != 0).reshape(weights[n].shape[0], -1, 4).sum(-1).max()) > 2 for n in masks
+    )
+
+
+def test_prune_rejects_bad_outliers_and_vc(app, tiny_model_dir, tiny_corpora, tmp_path) -> None:
+    for option, value, text in (("--outliers", "65:256", "K:256"), ("--outliers", "4:128", "K:256"),
+                                ("--vc", "output-ish", "variance correction")):  # fmt: skip
+        out = tmp_path / "bad"
+        res = run(app, "prune", "--model", tiny_model_dir, "--pattern", "2:4", option, value,
+                  "-o", out, *FAST)  # fmt: skip
+        assert res.exit_code != 0
+        assert text in res.output and "Traceback" not in res.output
+        assert not out.exists()
