@@ -56,9 +56,12 @@ def make_method(
     vc: str = "none",
 ) -> Method:
     """The per-layer function of a named method for ``pattern``, optionally keeping
-    ``outliers`` = K salient weights per 256-block at full value (K:256, scored by
-    the method's own saliency: Wanda score, else magnitude) and applying Variance
-    Correction (``vc="weight"``) to the kept N:M weights afterwards."""
+    ``outliers`` = K salient weights per 256-block at full value (K:256) and applying
+    Variance Correction (``vc="weight"``) to the kept N:M weights afterwards.
+
+    Outlier saliency follows the method's statistics: |W| for magnitude, the Wanda
+    score |W_ij|·‖X_j‖ for Wanda, and |W_ij|·sqrt(H_jj) for SparseGPT (the same
+    ranking, since H = 2XXᵀ/n gives H_jj ∝ ‖X_j‖²)."""
     base = _base_method(name, pattern, blocksize, percdamp)
     if vc not in VC_MODES:
         raise PruningError(f"unknown variance correction {vc!r}: expected one of {VC_MODES}")
@@ -66,7 +69,6 @@ def make_method(
         return base
     if outliers is not None and not 1 <= outliers <= 64:
         raise PruningError(f"outliers K:256 needs 1 <= K <= 64, got {outliers}")
-    needs: Needs = "norms" if base.needs == "none" and outliers is not None else base.needs
 
     def extended(layer: str, W: torch.Tensor, s: LayerStats) -> tuple[torch.Tensor, torch.Tensor]:
         from .outliers import prune_with_outliers
@@ -79,14 +81,19 @@ def make_method(
             W_new, main = prune_rest(W)
             outlier_mask = torch.zeros_like(main)
         else:
-            score = wanda_score(W, s.sq_norm.sqrt()) if s.sq_norm is not None else W.abs()
+            if s.sq_norm is not None:
+                score = wanda_score(W, s.sq_norm.sqrt())
+            elif s.H is not None:
+                score = wanda_score(W, s.H.diagonal().clamp(min=0).sqrt())
+            else:
+                score = W.abs()
             W_new, main, outlier_mask = prune_with_outliers(W, score, outliers, prune_rest)
         if vc == "weight":  # gamma from the whole rows, applied to the N:M weights only
             corrected = variance_correction_weights(W, W_new, main | outlier_mask)
             W_new = torch.where(main, corrected, W_new)
         return W_new, main | outlier_mask
 
-    return Method(base.name, needs, extended)
+    return Method(base.name, base.needs, extended)
 
 
 def _base_method(name: str, pattern: Pattern, blocksize: int, percdamp: float) -> Method:
