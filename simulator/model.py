@@ -46,8 +46,9 @@ def is_pruned_dir(path: str | Path) -> bool:
 def encode_pruned_dir(path: str | Path, arch: Arch, dtype: str, pattern: str | None = None) -> dict:
     """Encode the pruned linear weights of an `nmlab prune` folder with the arch's layout.
 
-    The tensors named in masks.safetensors are the pruned linears; the pattern comes
-    from metrics.json unless given. Weights are cast to `dtype` ("float32" is lossless).
+    The tensors named in masks.safetensors are the pruned linears; the pattern (and any
+    K:256 outliers) come from metrics.json unless given. Weights are cast to `dtype`
+    ("float32" is lossless).
     """
     import json
 
@@ -58,11 +59,15 @@ def encode_pruned_dir(path: str | Path, arch: Arch, dtype: str, pattern: str | N
     from nmlab.formats import FormatError, encode
 
     path = Path(path)
+    try:
+        metrics = json.loads((path / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    outliers = metrics.get("outliers")  # K:256 outliers kept outside the N:M pattern
     if pattern is None:
-        try:
-            pattern = json.loads((path / "metrics.json").read_text())["pattern"]
-        except (OSError, KeyError, ValueError):
-            raise SimulatorError(f"{path}: no pattern in metrics.json; pass --pattern") from None
+        if "pattern" not in metrics:
+            raise SimulatorError(f"{path}: no pattern in metrics.json; pass --pattern")
+        pattern = metrics["pattern"]
     if ":" not in str(pattern):
         raise SimulatorError(f"{path}: pattern {pattern!r} is not N:M; only N:M runs natively")
     layout = arch.decoder_layout(pattern)
@@ -82,7 +87,7 @@ def encode_pruned_dir(path: str | Path, arch: Arch, dtype: str, pattern: str | N
             # pruned positions may hold -0.0 (w * mask); the codec checks bits, so use +0.0
             w = np.where(mask.numpy(), w, np.zeros_like(w)).astype(np_dtype)
             try:
-                out[name] = encode(w, pattern, layout=layout)
+                out[name] = encode(w, pattern, layout=layout, outliers=outliers)
             except FormatError as err:
                 raise SimulatorError(f"{path}: {name}: {err}") from None
     return out
