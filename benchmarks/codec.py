@@ -20,6 +20,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from nmlab.formats import decode, encode  # noqa: E402
+from nmlab.run import keep_largest  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:  # noqa: ANN001
@@ -32,11 +33,7 @@ def best_of(fn, repeat: int) -> float:  # noqa: ANN001
 
 
 def sparse_matrix(size: int, n: int, m: int, rng: np.random.Generator) -> np.ndarray:
-    dense = rng.standard_normal((size, size)).astype(np.float16)
-    groups = dense.reshape(size, size // m, m)
-    drop = np.argsort(np.abs(groups), axis=2)[..., : m - n]
-    np.put_along_axis(groups, drop, 0, axis=2)
-    return groups.reshape(size, size)
+    return keep_largest(rng.standard_normal((size, size)).astype(np.float16), n, m)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ zero-padded to a whole byte.
 from __future__ import annotations
 
 from .errors import FormatError
+from .sizes import check_bitstream
 
 
 class BitWriter:
@@ -40,13 +41,7 @@ class BitReader:
     """Reads fields from a stream of exactly ceil(total_bits / 8) bytes."""
 
     def __init__(self, data: bytes, total_bits: int, what: str = "metadata") -> None:
-        expected = (total_bits + 7) // 8
-        if len(data) < expected:
-            raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
-        if len(data) > expected:
-            raise FormatError(f"{what} stream has {len(data) - expected} trailing bytes")
-        if total_bits % 8 and data[-1] >> (total_bits % 8):
-            raise FormatError(f"{what} stream has non-zero padding bits")
+        check_bitstream(data, total_bits, what)
         self._data = bytes(data)
         self._pos = 0
 

@@ -98,11 +98,7 @@ def _le_bytes(bits: np.ndarray) -> bytes:
 
 
 def _values_from(data: bytes, count: int, vtype, what: str, check: bool = True) -> np.ndarray:  # noqa: ANN001
-    expected = count * vtype.itemsize
-    if len(data) < expected:
-        raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
-    if len(data) > expected:
-        raise FormatError(f"{what} stream has {len(data) - expected} trailing bytes")
+    sizes.check_length(data, count * vtype.itemsize, what)
     values = np.frombuffer(data, dtype=vtype.bits.newbyteorder("<"))
     if not values.dtype.isnative:  # pragma: no cover - big-endian hosts only
         values = values.astype(vtype.bits)

@@ -28,6 +28,7 @@ import ml_dtypes
 import numpy as np
 
 from .errors import FormatError
+from .sizes import check_length
 
 __all__ = ["encode_cutlass", "decode_cutlass", "cutlass_layout", "CutlassLayout"]
 
@@ -342,10 +343,7 @@ def decode_stream(
         ("value", values, m * (k // 2) * lay.bits_dtype.itemsize),
         ("metadata", meta, m * ncols * lay.meta_dtype.itemsize),
     ):
-        if len(data) < expected:
-            raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
-        if len(data) > expected:
-            raise FormatError(f"{what} stream has {len(data) - expected} trailing bytes")
+        check_length(data, expected, what)
     value_array = np.frombuffer(values, dtype=np.dtype(dtype).newbyteorder("<")).reshape(m, -1)
     meta_array = np.frombuffer(meta, dtype=lay.meta_dtype.newbyteorder("<")).reshape(m, ncols)
     return decode_cutlass(value_array, meta_array, (m, k))

@@ -77,17 +77,6 @@ def _as_uint64_words(stream: bytes) -> np.ndarray:
     return padded.view("<u8")
 
 
-def check_stream_length(stream: bytes, total_bits: int, what: str) -> None:
-    """Exact length and zero padding bits (spec 5.1)."""
-    expected = sizes.byte_length(total_bits)
-    if len(stream) < expected:
-        raise FormatError(f"{what} stream truncated: {len(stream)} bytes, expected {expected}")
-    if len(stream) > expected:
-        raise FormatError(f"{what} stream has {len(stream) - expected} trailing bytes")
-    if total_bits % 8 and stream[-1] >> (total_bits % 8):
-        raise FormatError(f"{what} stream has non-zero padding bits")
-
-
 # --- N:M main stream -------------------------------------------------------------------
 
 
@@ -186,7 +175,7 @@ def decode_main(
         if count:
             raise FormatError(f"value: {count} non-finite value(s) (Inf/NaN)")
     n_groups = sizes.group_count(shape, pattern)
-    check_stream_length(meta, sizes.meta_bits(shape, pattern, layout, joint_groups), "metadata")
+    sizes.check_bitstream(meta, sizes.meta_bits(shape, pattern, layout, joint_groups), "metadata")
     words = _as_uint64_words(meta)
     if table_path:
         out = np.empty(shape[0] * shape[1], dtype=values.dtype)  # the kernel writes every element
@@ -233,11 +222,11 @@ def decode_main(
 # --- K:256 outlier stream --------------------------------------------------------------
 
 
-def _block_views(array: np.ndarray, outliers: OutlierPattern) -> list[tuple[int, int]]:
+def _block_views(cols: int, outliers: OutlierPattern) -> list[tuple[int, int]]:
     """(start column, length) of each block of a row."""
     starts = []
     start = 0
-    for length in outliers.block_lengths(array.shape[1]):
+    for length in outliers.block_lengths(cols):
         starts.append((start, length))
         start += length
     return starts
@@ -258,7 +247,7 @@ def encode_outliers(
     rows, cols = bits.shape
     per_block_positions = []  # list over block columns of [rows, k] arrays
     per_block_values = []
-    for start, length in _block_views(bits, outliers):
+    for start, length in _block_views(cols, outliers):
         k = outliers.k_for(length)
         slots = _slot_positions(real[:, start : start + length], k)
         take = np.take_along_axis(bits[:, start : start + length], slots, axis=1)
@@ -267,7 +256,7 @@ def encode_outliers(
         per_block_values.append(np.where(keep, take, bits.dtype.type(0)))
     values = np.concatenate(per_block_values, axis=1).reshape(-1)
     slots = np.ascontiguousarray(np.concatenate(per_block_positions, axis=1), dtype=np.int64)
-    blocks = _block_views(bits, outliers)
+    blocks = _block_views(cols, outliers)
     ks = np.array([outliers.k_for(length) for _, length in blocks], dtype=np.int64)
     total = sizes.outlier_position_bits((rows, cols), outliers, layout)
     if layout == "index":
@@ -294,8 +283,8 @@ def decode_outliers(
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = shape
     total = sizes.outlier_position_bits(shape, outliers, layout)
-    check_stream_length(positions, total, "outlier position")
-    blocks = _block_views(np.empty((0, cols)), outliers)
+    sizes.check_bitstream(positions, total, "outlier position")
+    blocks = _block_views(cols, outliers)
     per_block = []  # [rows, k] absolute column indices
     if layout == "index":
         raw = np.frombuffer(positions, dtype=np.uint8).astype(np.int64)

@@ -29,6 +29,14 @@ def index_bits(m: int) -> int:
     return (m - 1).bit_length()
 
 
+def parse_pair(text: str, what: str, example: str) -> tuple[int, int]:
+    """Split "8:16" into (8, 16); a FormatError naming `what` otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
+    if not match:
+        raise FormatError(f"{what} {text!r}: expected {example}")
+    return int(match.group(1)), int(match.group(2))
+
+
 @dataclass(frozen=True)
 class Pattern:
     """N kept positions in every group of M consecutive elements of a row."""
@@ -44,10 +52,7 @@ class Pattern:
 
     @classmethod
     def parse(cls, text: str) -> Pattern:
-        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
-        if not match:
-            raise FormatError(f"pattern {text!r}: expected N:M, e.g. 8:16")
-        return cls(int(match.group(1)), int(match.group(2)))
+        return cls(*parse_pair(text, "pattern", "N:M, e.g. 8:16"))
 
     def __str__(self) -> str:
         return f"{self.n}:{self.m}"
@@ -84,10 +89,7 @@ class OutlierPattern:
 
     @classmethod
     def parse(cls, text: str) -> OutlierPattern:
-        match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", str(text))
-        if not match:
-            raise FormatError(f"outliers {text!r}: expected K:256, e.g. 16:256")
-        return cls(int(match.group(1)), int(match.group(2)))
+        return cls(*parse_pair(text, "outliers", "K:256, e.g. 16:256"))
 
     def __str__(self) -> str:
         return f"{self.k}:{self.block}"

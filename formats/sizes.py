@@ -79,3 +79,18 @@ def outlier_position_bits(shape: tuple[int, int], outliers: OutlierPattern, layo
 
 def byte_length(bits: int) -> int:
     return (bits + 7) // 8
+
+
+def check_length(data: bytes, expected: int, what: str) -> None:
+    """A stream must be exactly `expected` bytes: shorter is truncated, longer trails."""
+    if len(data) < expected:
+        raise FormatError(f"{what} stream truncated: {len(data)} bytes, expected {expected}")
+    if len(data) > expected:
+        raise FormatError(f"{what} stream has {len(data) - expected} trailing bytes")
+
+
+def check_bitstream(data: bytes, total_bits: int, what: str) -> None:
+    """Spec 5.1: exactly ceil(total_bits / 8) bytes, and the padding bits are zero."""
+    check_length(data, byte_length(total_bits), what)
+    if total_bits % 8 and data[-1] >> (total_bits % 8):
+        raise FormatError(f"{what} stream has non-zero padding bits")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from math import comb, log2
 
-from .errors import FormatError
-from .pattern import OUTLIER_BLOCK, OutlierPattern, Pattern, rank_bits
+from .pattern import OUTLIER_BLOCK, OutlierPattern, Pattern, parse_pair, rank_bits
 from .sizes import default_joint_groups, joint_word_bits
 
 DEFAULT_PATTERNS = ("2:4", "4:8", "8:16", "16:32", "4:256", "8:256", "16:256")
@@ -33,10 +31,7 @@ class FormatCost:
 
 def format_cost(text: str) -> FormatCost:
     """Costs of one pattern: N:M with M <= 32, or K:256 outliers."""
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if not match:
-        raise FormatError(f"pattern {text!r}: expected N:M (M <= 32) or K:256")
-    n, m = int(match.group(1)), int(match.group(2))
+    n, m = parse_pair(text, "pattern", "N:M (M <= 32) or K:256")
     if m == OUTLIER_BLOCK:
         outliers = OutlierPattern(n)
         return FormatCost(

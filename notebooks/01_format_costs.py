@@ -30,17 +30,11 @@ import numpy as np
 
 from nmlab.formats import decode, encode
 from nmlab.formats.table import format_cost
+from nmlab.run import keep_largest as prune  # n largest magnitudes of each group of m
 
 QUICK = os.environ.get("NMLAB_NOTEBOOK_QUICK") == "1"
 ROWS, COLS = (64, 1024) if QUICK else (1024, 4096)
 rng = np.random.default_rng(0)
-
-
-def prune(weight: np.ndarray, n: int, m: int) -> np.ndarray:
-    """Keep the n largest magnitudes of each group of m (input for the codec only)."""
-    groups = weight.reshape(weight.shape[0], -1, m).copy()
-    np.put_along_axis(groups, np.argsort(np.abs(groups), axis=2)[..., : m - n], 0, axis=2)
-    return groups.reshape(weight.shape)
 
 
 weight = rng.standard_normal((ROWS, COLS)).astype(np.float16)

@@ -84,7 +84,7 @@ def encode_pruned_dir(path: str | Path, arch: Arch, dtype: str, pattern: str | N
             if name not in available:
                 raise SimulatorError(f"{path}: masked tensor {name} missing from model.safetensors")
             w = f.get_tensor(name)
-            # pruned positions may hold -0.0 (w * mask); the codec checks bits, so use +0.0
+            # zero (+0.0) everything outside the mask: the codec counts -0.0 as occupied
             w = np.where(mask.numpy(), w, np.zeros_like(w)).astype(np_dtype)
             try:
                 out[name] = encode(w, pattern, layout=layout, outliers=outliers)
