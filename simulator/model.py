@@ -63,7 +63,9 @@ def encode_pruned_dir(path: str | Path, arch: Arch, dtype: str, pattern: str | N
         metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, ValueError):
         metrics = {}
-    outliers = metrics.get("outliers")  # K:256 outliers kept outside the N:M pattern
+    # K:256 outliers kept outside the N:M pattern; unstructured outliers record the
+    # smallest K:256 whose slots hold them as "outliers_encoded"
+    outliers = metrics.get("outliers_encoded", metrics.get("outliers"))
     if pattern is None:
         if "pattern" not in metrics:
             raise SimulatorError(f"{path}: no pattern in metrics.json; pass --pattern")
