@@ -35,7 +35,22 @@ def register(app: typer.Typer) -> None:
         outliers: str | None = typer.Option(
             None, help="keep K salient weights per 256-block outside N:M, e.g. 16:256"
         ),
-        vc: str = typer.Option("none", help="variance correction: none | weight"),
+        outlier_selection: str = typer.Option(
+            "structured",
+            help="structured (K per 256-block) | unstructured (same count anywhere in a row)",
+        ),
+        vc: str = typer.Option("none", help="variance correction: none | weight | output"),
+        smooth: float | None = typer.Option(
+            None, help="SmoothQuant rebalancing before pruning, strength alpha (e.g. 0.5)"
+        ),
+        ebft_epochs: int = typer.Option(0, help="blockwise fine-tuning (EBFT) epochs; 0 = off"),
+        ebft_samples: int | None = typer.Option(
+            None, help="EBFT on the first N calibration samples (default: all)"
+        ),
+        tasks: str | None = typer.Option(
+            None, "--tasks", help="also zero-shot BIG-bench tasks, comma-separated"
+        ),
+        tasks_limit: int = typer.Option(100, "--tasks-limit", help="questions per task"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     ) -> None:
         """Prune a model; writes OUT/ with the model, masks.safetensors and metrics.json."""
@@ -56,12 +71,20 @@ def register(app: typer.Typer) -> None:
                 progress=not quiet,
                 outliers=outliers,
                 vc=vc,
+                smooth=smooth,
+                outlier_selection=outlier_selection,
+                ebft_epochs=ebft_epochs,
+                ebft_samples=ebft_samples,
+                zeroshot_tasks=tasks.split(",") if tasks is not None else None,
+                zeroshot_limit=tasks_limit,
             )
         except PruningError as err:
             _fail(err)
             return
         summary = {k: metrics[k] for k in ("model", "method", "pattern", "ppl", "sparsity_total")}
         summary["time_s"] = {k: metrics["time_s"][k] for k in ("prune", "eval")}
+        if "zeroshot" in metrics:
+            summary["mean_acc_norm"] = metrics["zeroshot"]["mean_acc_norm"]
         typer.echo(json.dumps(summary))
 
     @app.command("eval")

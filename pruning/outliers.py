@@ -126,3 +126,48 @@ def prune_with_outliers(
     M = M.to(device=W.device, dtype=torch.bool) & ~Mo
     main = torch.where(M, W_rest_pruned.to(W.dtype), zero)  # pruned -> +0.0, never -0.0
     return torch.where(Mo, W, main), M, Mo
+
+
+def encoder_outlier_mask(W: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The outliers the codec's encoder splits off when given no outlier mask
+    (``formats.split.default_outlier_mask``): in each group of M consecutive columns,
+    the occupied elements (bits not all zero, so -0.0 counts) beyond N, largest |w|
+    first, ties to the lower column."""
+    rows, cols = W.shape
+    if cols % m:
+        raise PruningError(f"input width {cols} is not divisible by M={m}")
+    groups = W.detach().reshape(-1, m)
+    occupied = (groups != 0) | torch.signbit(groups)
+    excess = occupied.sum(1, keepdim=True) - n
+    magnitude = groups.double().abs()
+    key = torch.where(occupied, -magnitude, torch.full_like(magnitude, float("inf")))
+    order = torch.sort(key, dim=1, stable=True).indices
+    place = torch.empty_like(order)
+    place.scatter_(1, order, torch.arange(m, device=W.device).expand_as(order).contiguous())
+    return (occupied & (place < excess)).reshape(rows, cols)
+
+
+def k_holding(counts: dict[int, int], block: int = OUTLIER_BLOCK) -> int:
+    """Smallest K' >= 1 whose slots k(L) = min(L, ceil(K'·L/B)) hold ``counts``, the most
+    outliers found in any block of each length L ({L: count}). At most B (k(L) = L)."""
+    need = 1
+    for length, count in counts.items():
+        if count > length:
+            raise PruningError(f"{count} outliers cannot fit a block of {length} columns")
+        while slots_for(length, need, block) < count:
+            need += 1
+    return need
+
+
+def encoded_outlier_k(weights: list[torch.Tensor], n: int, m: int) -> int:
+    """Smallest K' of K':256 that holds, in every 256-block of every row of every weight,
+    the outliers the encoder will split off (:func:`encoder_outlier_mask`)."""
+    worst: dict[int, int] = {}
+    for W in weights:
+        mask = encoder_outlier_mask(W, n, m)
+        start = 0
+        for length in block_lengths(W.shape[1]):
+            count = int(mask[:, start : start + length].sum(1).max()) if W.shape[0] else 0
+            worst[length] = max(worst.get(length, 0), count)
+            start += length
+    return k_holding(worst)

@@ -99,12 +99,28 @@ def prune_model(
     progress: bool = True,
     outliers: str | None = None,
     vc: str = "none",
+    smooth: float | None = None,
+    outlier_selection: str = "structured",
+    ebft_epochs: int = 0,
+    ebft_samples: int | None = None,
+    zeroshot_tasks: list[str] | None = None,
+    zeroshot_limit: int = 100,
 ) -> dict[str, Any]:
     """Prune a model and write OUT/ (model, masks, metrics.json) all at once at the end.
 
-    Every input is checked before work starts; OUT/ appears only when complete (it is
-    assembled beside it and renamed). A run killed midway resumes from its checkpoints.
+    ``smooth``: SmoothQuant rebalancing strength α per block (None: off).
+    ``outlier_selection``: K:256 ``structured`` outliers, or the same count per row
+    chosen freely (``unstructured``; metrics.json then names the K':256 that holds them).
+    ``ebft_epochs`` > 0: blockwise fine-tuning (EBFT) of each pruned block on its first
+    ``ebft_samples`` calibration samples (None: all). ``zeroshot_tasks``: BIG-bench tasks
+    scored after perplexity, ``zeroshot_limit`` questions each.
+
+    Every input is checked before work starts (task files included); OUT/ appears only
+    when complete (it is assembled beside it and renamed). A run killed midway resumes
+    from its checkpoints.
     """
+    import math
+
     import torch
 
     from .data import calibration_samples, corpus_tokens
@@ -117,11 +133,35 @@ def prune_model(
     if method not in METHODS:
         raise PruningError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     k_outliers = _parse_outliers(outliers)
-    make_method(method, pat, blocksize, percdamp, k_outliers, vc)  # checks vc before loading
+    # checks vc and the outlier selection before loading
+    make_method(method, pat, blocksize, percdamp, k_outliers, vc, outlier_selection)
     if calib < 1 or seqlen < 2:
         raise PruningError(f"need --calib >= 1 and --seqlen >= 2, got {calib} and {seqlen}")
+    if smooth is not None and not (math.isfinite(smooth) and 0.0 <= smooth <= 1.0):
+        raise PruningError(f"--smooth {smooth}: alpha must be in [0, 1], e.g. 0.5")
+    if ebft_epochs < 0:
+        raise PruningError(f"--ebft-epochs must be >= 0, got {ebft_epochs}")
+    if ebft_samples is not None and not 1 <= ebft_samples <= calib:
+        raise PruningError(f"--ebft-samples must be in 1..{calib} (--calib), got {ebft_samples}")
+    ebft = None
+    if ebft_epochs > 0:
+        from . import ebft as ebft_module  # only when asked for: it pulls in training code
+
+        ebft = ebft_module.EbftConfig(epochs=ebft_epochs, samples=ebft_samples, seed=seed)
+        if hasattr(ebft_module, "check_config"):
+            ebft_module.check_config(ebft)
+    tasks = None
+    if zeroshot_tasks is not None:
+        from .tasks import check_names, ensure_tasks
+
+        tasks = check_names(list(zeroshot_tasks))
+        if zeroshot_limit < 1:
+            raise PruningError(f"--tasks-limit must be at least 1, got {zeroshot_limit}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PruningError(f"output {out} already exists and is not an empty folder")
+    if tasks is not None:
+        resolve_model(model_ref)  # a wrong model name fails before any download
+        ensure_tasks(tasks)  # a missing task download fails before the model loads
     _threads()
     path = resolve_model(model_ref)
     model, tokenizer = load_model(path, progress=progress)
@@ -142,26 +182,43 @@ def prune_model(
         "blocksize": blocksize,
         "percdamp": percdamp,
         "outliers": outliers,
+        "outlier_selection": outlier_selection,
         "vc": vc,
+        "smooth": smooth,
+        "ebft": None if ebft is None else _ebft_settings(ebft),
         "torch": torch.__version__,
     }
     work = partial_dir(out)
     checkpoint = Checkpoint(work / "checkpoint", settings)
+    finetune = None
+    if ebft is not None:
+        finetune = _ebft_finetune(ebft, progress)
     result = prune_sequential(
         model,
         samples,
-        make_method(method, pat, blocksize, percdamp, k_outliers, vc),
+        make_method(method, pat, blocksize, percdamp, k_outliers, vc, outlier_selection),
         checkpoint,
         progress,
+        smooth=smooth,
+        finetune=finetune,
     )
 
     t0 = time.perf_counter()
     ppl, used = evaluate(model, tokenizer, seqlen, eval_windows, progress=progress)
     eval_s = time.perf_counter() - t0
+    zeroshot = None
+    if tasks is not None:
+        from .zeroshot import zeroshot_metrics
+
+        t1 = time.perf_counter()
+        zeroshot = zeroshot_metrics(model, tokenizer, tasks, zeroshot_limit, progress=progress)
+        zeroshot_s = time.perf_counter() - t1
     kept = sum(int(m.sum()) for m in result.masks.values())
     total = sum(m.numel() for m in result.masks.values())
+    encoded = _outliers_encoded(model, result.masks, pat, outliers, outlier_selection)
     metrics = {
         **settings,
+        "outliers_encoded": encoded,
         "ppl": ppl,
         "eval_windows": used,
         "eval_seqlen": seqlen,
@@ -181,6 +238,12 @@ def prune_model(
         },
     }
 
+    if ebft is not None:
+        metrics["ebft"] = {**settings["ebft"], "blocks": result.finetune}
+    if zeroshot is not None:
+        metrics["zeroshot"] = zeroshot
+        metrics["time_s"]["zeroshot"] = round(zeroshot_s, 2)
+
     final = work / "final"
     if final.exists():
         shutil.rmtree(final)
@@ -194,3 +257,46 @@ def prune_model(
     os.replace(final, out)
     shutil.rmtree(work, ignore_errors=True)
     return metrics
+
+
+def _ebft_settings(config: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return json.loads(json.dumps(asdict(config)))  # tuples -> lists, as in JSON
+
+
+def _ebft_finetune(config: Any, progress: bool) -> Any:
+    """The driver's ``finetune`` callable running EBFT (:mod:`ebft`) with ``config``."""
+    import torch
+
+    from .ebft import finetune_block
+
+    def finetune(layer: Any, x: Any, y_dense: Any, kwargs: dict, masks: dict) -> dict:
+        with torch.enable_grad():  # the driver runs under no_grad
+            return dict(finetune_block(layer, x, y_dense, kwargs, masks, config, progress=progress))
+
+    return finetune
+
+
+def _outliers_encoded(
+    model: Any, masks: dict[str, Any], pattern: Any, outliers: str | None, selection: str
+) -> str | None:
+    """The K:256 that the codec's encoder needs for the outliers it will split off the
+    saved weights (at least the requested K); None without outliers. It may exceed the
+    codec's K <= 64 when unstructured outliers pile up in one block: it is recorded
+    anyway, so that encoding says why it cannot hold them."""
+    from .masks import NM
+    from .outliers import encoded_outlier_k
+
+    if outliers is None:
+        return None
+    if not isinstance(pattern, NM):
+        return outliers
+    k = _parse_outliers(outliers)
+    assert k is not None
+    params = dict(model.named_parameters())
+    weights = [params[name].detach().float() for name in masks]
+    need = max(k, encoded_outlier_k(weights, pattern.n, pattern.m))
+    if selection == "structured" and need == k:
+        return outliers
+    return f"{need}:256"

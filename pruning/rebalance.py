@@ -66,10 +66,16 @@ def unbalance(W: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return W / s.to(device=W.device, dtype=W.dtype).reshape(1, -1)
 
 
-def fold_into_norm(norm_weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """g / s: the preceding RMSNorm/LayerNorm weight absorbs diag(1/s), so X̂ = X·diag(1/s)."""
+def fold_into_norm(norm_weight: torch.Tensor, s: torch.Tensor, offset: float = 0.0) -> torch.Tensor:
+    """g / s: the preceding RMSNorm/LayerNorm weight absorbs diag(1/s), so X̂ = X·diag(1/s).
+
+    ``offset`` is for norms that multiply by (offset + g) rather than g, such as Gemma's
+    RMSNorm (offset 1): then (offset + g') = (offset + g) / s, i.e. g' = (offset + g)/s - offset.
+    """
     if norm_weight.shape != s.shape:
         raise PruningError(
             f"norm weight {tuple(norm_weight.shape)} does not match scales {tuple(s.shape)}"
         )
-    return norm_weight / s.to(device=norm_weight.device, dtype=norm_weight.dtype)
+    s = s.to(device=norm_weight.device, dtype=torch.float64)
+    folded = (norm_weight.double() + offset) / s - offset
+    return folded.to(norm_weight.dtype)

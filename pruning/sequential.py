@@ -6,6 +6,13 @@ memory grows with one block, not with the model. Every linear layer inside a blo
 pruned by the same per-layer function (see :mod:`methods`), from statistics of its inputs
 gathered by forward hooks while the dense block runs.
 
+Optional per-block steps, in this order: SmoothQuant-style rebalancing (``smooth``: a
+pass that measures max|X_j| of every linear's inputs, then scales folded into the norm
+that feeds q/k/v or gate/up, or applied to W only while it is pruned for o_proj and
+down_proj), the statistics pass on the rebalanced block, pruning (with outliers and
+Variance Correction inside the method), then ``finetune`` (EBFT) against the dense
+block's outputs, and only then the propagation to the next block.
+
 With a checkpoint folder, each finished block writes its pruned weights, its masks and
 the next block's inputs there (atomically, then a small ``state.json``); a killed run
 started again with the same settings continues after the last finished block and ends
@@ -31,6 +38,7 @@ from tqdm.auto import tqdm
 from .errors import PruningError
 from .masks import Pattern, check_weight, sparsity_of
 from .methods import LayerStats, Method
+from .rebalance import fold_into_norm, rebalance, smooth_scales, unbalance, weight_absmax
 from .storage import load_masks, save_masks
 
 CHECKPOINT_VERSION = 1
@@ -43,6 +51,14 @@ class PruneResult:
     seconds: float  # pruning time, summed over resumed parts
     resumed_from: int = 0  # blocks that were taken from a checkpoint
     block_seconds: list[float] = field(default_factory=list)
+    finetune: list[dict[str, Any]] = field(default_factory=list)  # per block, if given
+
+
+# (block, inputs x, dense outputs on x, block kwargs, kept masks by local parameter name
+# such as "self_attn.q_proj.weight") -> a dict of numbers; it may change kept weights only.
+FinetuneFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, dict, dict[str, torch.Tensor]], dict[str, Any]
+]
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -116,8 +132,21 @@ def _block_out(layer: nn.Module, x: torch.Tensor, kwargs: dict) -> torch.Tensor:
     return out[0] if isinstance(out, tuple) else out
 
 
-def _add_stats(stats: LayerStats, X: torch.Tensor, needs: str) -> None:
+def _add_stats(
+    stats: LayerStats,
+    X: torch.Tensor,
+    needs: str,
+    moments: bool = False,
+    inv_scale: torch.Tensor | None = None,
+) -> None:
     X = X.reshape(-1, X.shape[-1]).to(torch.float32)
+    if inv_scale is not None:  # the rebalanced input X̂ = X·diag(1/s) of a W·diag(s)
+        X = X * inv_scale
+    if moments:
+        X64 = X.double()
+        sx, sxx = X64.sum(0), X64.T @ X64
+        stats.sum_x = sx if stats.sum_x is None else stats.sum_x + sx
+        stats.sum_xxT = sxx if stats.sum_xxT is None else stats.sum_xxT + sxx
     if needs in ("norms", "hessian"):
         sq = (X * X).sum(0)
         stats.sq_norm = sq if stats.sq_norm is None else stats.sq_norm + sq
@@ -128,6 +157,149 @@ def _add_stats(stats: LayerStats, X: torch.Tensor, needs: str) -> None:
             stats.H = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float32)
         stats.H, _ = accumulate_hessian(stats.H, X, stats.n)
     stats.n += X.shape[0]
+
+
+def _norm_modules(layer: nn.Module) -> dict[str, nn.Module]:
+    """Submodules with a 1-D weight that are not linears: RMSNorm / LayerNorm candidates."""
+    found = {}
+    for name, mod in layer.named_modules():
+        weight = getattr(mod, "weight", None)
+        if name and not isinstance(mod, nn.Linear) and isinstance(weight, nn.Parameter):
+            if weight.dim() == 1:
+                found[name] = mod
+    return found
+
+
+def _norm_offset(norm: nn.Module, probe: torch.Tensor) -> float | None:
+    """0 when the norm multiplies by its weight g, 1 when by (1 + g) (Gemma), else None;
+    found numerically by running it with g = 0 and g = 1 (and any bias at 0)."""
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    saved = weight.detach().clone()
+    saved_bias = bias.detach().clone() if isinstance(bias, torch.Tensor) else None
+    try:
+        if saved_bias is not None:
+            bias.zero_()  # type: ignore[union-attr]
+        weight.zero_()
+        at0 = norm(probe).float()
+        weight.fill_(1.0)
+        at1 = norm(probe).float()
+    finally:
+        weight.copy_(saved)
+        if saved_bias is not None:
+            bias.copy_(saved_bias)  # type: ignore[union-attr]
+    if not at1.abs().amax() > 0:
+        return None
+    if at0.abs().amax() == 0:
+        return 0.0
+    if torch.allclose(at1, 2 * at0, rtol=1e-4, atol=1e-6):
+        return 1.0
+    return None
+
+
+def _fold(norm: nn.Module, s: torch.Tensor, probe: torch.Tensor, out: torch.Tensor) -> bool:
+    """Fold diag(1/s) into ``norm`` if its parametrisation is known and the fold checks
+    out numerically on ``probe`` (its recorded input, ``out`` its recorded output)."""
+    offset = _norm_offset(norm, probe)
+    if offset is None:
+        return False
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    saved = weight.detach().clone()
+    saved_bias = bias.detach().clone() if isinstance(bias, torch.Tensor) else None
+    weight.copy_(fold_into_norm(saved, s, offset))
+    if saved_bias is not None:
+        bias.copy_(saved_bias / s.to(saved_bias.dtype))  # type: ignore[union-attr]
+    expected = out.float() / s
+    scale = float(expected.abs().amax()) + 1e-12
+    if torch.allclose(norm(probe).float(), expected, rtol=1e-3, atol=1e-5 * scale):
+        return True
+    weight.copy_(saved)
+    if saved_bias is not None:
+        bias.copy_(saved_bias)  # type: ignore[union-attr]
+    return False
+
+
+@torch.no_grad()
+def smooth_block(
+    layer: nn.Module,
+    linears: dict[str, nn.Linear],
+    x: torch.Tensor,
+    kwargs: dict,
+    alpha: float,
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rebalance one block in place, keeping its function (SmoothQuant, :mod:`rebalance`).
+
+    One pass over the inputs ``x`` measures max|X_j| of every linear's input. Linears
+    whose input is exactly the output of a norm in the block (found numerically, so
+    Llama's post_attention_layernorm -> gate/up and Gemma-3's pre_feedforward_layernorm
+    -> gate/up both work) share one s over all of them: the norm absorbs 1/s (Gemma's
+    (1 + g) form included) and their columns are scaled by s. The others (o_proj,
+    down_proj) are left as they are; their s is returned, to prune W·diag(s) with the
+    inputs X·diag(1/s) and fold back with ``unbalance``.
+
+    Returns ({full linear name: s} for unfolded linears, local names of changed norms).
+    """
+    absmax: dict[str, torch.Tensor] = {}
+    first_in: dict[str, torch.Tensor] = {}
+    norm_io: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    norms = _norm_modules(layer)
+
+    def lin_hook(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, inp: tuple, _out: Any) -> None:
+            X = inp[0].detach()
+            m = X.reshape(-1, X.shape[-1]).abs().amax(0).float()
+            absmax[name] = m if name not in absmax else torch.maximum(absmax[name], m)
+            if name not in first_in:  # one sample is enough to tell which norm feeds it
+                first_in[name] = X.clone()
+
+        return hook
+
+    def norm_hook(name: str) -> Callable[..., None]:
+        def hook(_m: nn.Module, inp: tuple, out: Any) -> None:
+            if name not in norm_io and isinstance(out, torch.Tensor) and inp:
+                norm_io[name] = (inp[0].detach().clone(), out.detach().clone())
+
+        return hook
+
+    hooks = [mod.register_forward_hook(lin_hook(n)) for n, mod in linears.items()]
+    hooks += [mod.register_forward_hook(norm_hook(n)) for n, mod in norms.items()]
+    try:
+        for j in range(x.shape[0]):
+            _block_out(layer, x[j : j + 1], kwargs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    groups: dict[str, list[str]] = {}
+    unfolded: list[str] = []
+    for name in linears:
+        if name not in first_in:
+            raise PruningError(f"{name} was not called while the block ran")
+        feeding = [
+            nn_name
+            for nn_name, (_, out) in norm_io.items()
+            if out.shape == first_in[name].shape and torch.equal(out, first_in[name])
+        ]
+        if len(feeding) == 1:
+            groups.setdefault(feeding[0], []).append(name)
+        else:
+            unfolded.append(name)
+
+    changed = []
+    for norm_name, members in groups.items():
+        x_max = torch.stack([absmax[n] for n in members]).amax(0)
+        s = smooth_scales(x_max, weight_absmax([linears[n].weight for n in members]), alpha)
+        probe, out = norm_io[norm_name]
+        if _fold(norms[norm_name], s, probe, out):
+            for n in members:
+                W = linears[n].weight
+                W.copy_(rebalance([W.data], s)[0])
+            changed.append(norm_name)
+        else:
+            unfolded.extend(members)
+    scales = {
+        n: smooth_scales(absmax[n], weight_absmax([linears[n].weight]), alpha) for n in unfolded
+    }
+    return scales, changed
 
 
 class Checkpoint:
@@ -200,13 +372,21 @@ def prune_sequential(
     method: Method,
     checkpoint: Checkpoint | None = None,
     progress: bool = True,
+    smooth: float | None = None,
+    finetune: FinetuneFn | None = None,
 ) -> PruneResult:
     """Prune every linear layer of every decoder block of ``model`` in place.
 
-    ``samples``: [nsamples, seqlen] calibration token ids.
+    ``samples``: [nsamples, seqlen] calibration token ids. ``smooth``: rebalancing
+    strength α (see :func:`smooth_block`), None for none. ``finetune``: called after a
+    block is pruned, before its outputs feed the next block (see ``FinetuneFn``); its
+    results are returned per block in ``PruneResult.finetune``.
     """
+    if smooth is not None and not 0.0 <= smooth <= 1.0:
+        raise PruningError(f"smoothing alpha {smooth:g}: must be in [0, 1]")
     layers = decoder_layers(model)
     linears = block_linears(model)
+    prefix = {id(layer): name for name, layer in model.named_modules() if layer in layers}
     state = checkpoint.open() if checkpoint else {"done": 0, "seconds": []}
     start = int(state["done"])
 
@@ -214,8 +394,9 @@ def prune_sequential(
     sparsity: dict[str, float] = {}
     for i in range(start):  # blocks finished by an earlier, interrupted run
         weights, block_masks = checkpoint.load_block(i)  # type: ignore[union-attr]
-        for name, W in weights.items():
-            linears[name].weight.copy_(W)
+        for name, W in weights.items():  # linears by module name, others (norms) by param
+            target = linears[name].weight if name in linears else model.get_parameter(name)
+            target.copy_(W)
         for name, mask in block_masks.items():
             masks[name + ".weight"] = mask
             sparsity[name] = sparsity_of(mask)
@@ -225,6 +406,7 @@ def prune_sequential(
         x = checkpoint.load_inputs(start)  # type: ignore[union-attr]
     y = torch.empty_like(x)
     seconds = list(state.get("seconds", []))
+    tuned: list[dict[str, Any]] = list(state.get("finetune", []))
 
     bar = tqdm(
         range(start, len(layers)),
@@ -238,33 +420,61 @@ def prune_sequential(
         layer, kw = layers[i], block_kwargs[i]
         if not torch.isfinite(x).all():
             raise PruningError(f"calibration activations entering block {i} contain NaN or Inf")
-        names = [n for n, m in linears.items() if any(m is mm for mm in layer.modules())]
+        local = {id(m): ln for ln, m in layer.named_modules()}
+        names = [n for n, m in linears.items() if id(m) in local]
+        scales: dict[str, torch.Tensor] = {}
+        changed: list[str] = []
+        if smooth is not None:
+            scales, changed = smooth_block(layer, {n: linears[n] for n in names}, x, kw, smooth)
         stats = {n: LayerStats() for n in names}
-        hooks = []
-        if method.needs != "none":
-            for n in names:
-                hook = linears[n].register_forward_hook(
-                    lambda _m, inp, _out, s=stats[n]: _add_stats(s, inp[0], method.needs)
-                )
-                hooks.append(hook)
+        y_dense = torch.empty_like(x) if finetune is not None else None
+        if method.needs != "none" or method.moments or finetune is not None:
+            hooks = []
+            if method.needs != "none" or method.moments:
+                for n in names:
+                    inv = 1.0 / scales[n] if n in scales else None
+                    hook = linears[n].register_forward_hook(
+                        lambda _m, inp, _out, s=stats[n], inv=inv: _add_stats(
+                            s, inp[0], method.needs, method.moments, inv
+                        )
+                    )
+                    hooks.append(hook)
             try:
                 for j in range(x.shape[0]):
-                    _block_out(layer, x[j : j + 1], kw)
+                    out = _block_out(layer, x[j : j + 1], kw)
+                    if y_dense is not None:
+                        y_dense[j : j + 1] = out
             finally:
                 for hook in hooks:
                     hook.remove()
 
-        block_weights, block_masks = {}, {}
+        block_masks = {}
         for n in names:
             s = stats[n]
             if any(not torch.isfinite(t).all() for t in s.tensors()):
                 raise PruningError(f"calibration activations entering {n} contain NaN or Inf")
             W = linears[n].weight
-            W_new, mask = method.prune(n, W.data, s)
+            if n in scales:  # prune Ŵ = W·diag(s) (stats are of X·diag(1/s)), then fold back
+                W_new, mask = method.prune(n, rebalance([W.data], scales[n])[0], s)
+                W_new = unbalance(W_new, scales[n])
+            else:
+                W_new, mask = method.prune(n, W.data, s)
             W.copy_(W_new.to(W.dtype))
-            block_weights[n], block_masks[n] = W.detach().clone(), mask
+            block_masks[n] = mask
             masks[n + ".weight"] = mask
             sparsity[n] = sparsity_of(mask)
+
+        if finetune is not None:
+            assert y_dense is not None
+            local_masks = {f"{local[id(linears[n])]}.weight": block_masks[n] for n in names}
+            tuned.append(dict(finetune(layer, x, y_dense, kw, local_masks)))
+            del y_dense
+
+        block_weights = {n: linears[n].weight.detach().clone() for n in names}
+        for norm_name in changed:  # folded norms: saved by full parameter name
+            norm = layer.get_submodule(norm_name)
+            for pname, param in norm.named_parameters(recurse=False):
+                block_weights[f"{prefix[id(layer)]}.{norm_name}.{pname}"] = param.detach().clone()
 
         for j in range(x.shape[0]):  # inputs of the next block, through the pruned one
             y[j : j + 1] = _block_out(layer, x[j : j + 1], kw)
@@ -272,6 +482,8 @@ def prune_sequential(
         seconds.append(time.perf_counter() - t0)
         if checkpoint:
             state = {"done": i + 1, "seconds": seconds}
+            if finetune is not None:
+                state["finetune"] = tuned
             checkpoint.save_block(i, block_weights, block_masks, x, state)
 
-    return PruneResult(masks, sparsity, sum(seconds), start, seconds)
+    return PruneResult(masks, sparsity, sum(seconds), start, seconds, tuned)

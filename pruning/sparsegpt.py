@@ -56,11 +56,19 @@ def sparsify_weight(
     pattern: Pattern,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    keep: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune ``W`` ([out, in]) to ``pattern`` with OBS error feedback. Returns (W', mask).
 
     ``blocksize`` is rounded up to a multiple of M for N:M patterns so that no group
     straddles two blocks. Neither ``W`` nor ``H`` is modified.
+
+    ``keep`` (bool, like W): positions that are never pruned (outliers). For N:M they do
+    not count toward the N: the N are chosen among the other positions of each group
+    (all of them when fewer than N remain). For an unstructured pattern they take the
+    place of the lowest scores in the pruning budget, as zeroed outliers did before.
+    They are kept weights like any other, so the OBS error feedback updates them too
+    (an outlier's final value is not its dense value); the returned mask includes them.
     """
     dtype = W.dtype
     W = W.detach().to(torch.float32).clone()
@@ -73,9 +81,16 @@ def sparsify_weight(
             raise PruningError(f"input width {cols} is not divisible by M={pattern.m}")
         blocksize = math.ceil(blocksize / pattern.m) * pattern.m
 
+    if keep is not None:
+        if keep.shape != W.shape:
+            raise PruningError(f"keep mask {tuple(keep.shape)} does not match W {(rows, cols)}")
+        keep = keep.to(device=W.device, dtype=torch.bool)
     dead = torch.diag(H) == 0  # inputs never active: weight is irrelevant, prune it
     H[dead, dead] = 1.0
-    W[:, dead] = 0.0
+    if keep is None:
+        W[:, dead] = 0.0
+    else:  # a kept weight on a dead input stays as it is (it does not matter)
+        W[:, dead] = torch.where(keep[:, dead], W[:, dead], torch.zeros_like(W[:, dead]))
     Hinv = inverse_hessian_factor(H, percdamp)
 
     M = torch.ones_like(W, dtype=torch.bool)
@@ -87,15 +102,26 @@ def sparsify_weight(
         Hinv1 = Hinv[i1:i2, i1:i2]
         d = torch.diag(Hinv1)
 
+        K1 = None if keep is None else keep[:, i1:i2]
         if isinstance(pattern, NM):
             M1 = torch.ones_like(W1, dtype=torch.bool)
         else:  # adaptive mask selection over the whole block, with OBS scores
-            M1 = unstructured_mask(W1**2 / d.reshape(1, -1) ** 2, pattern.sparsity, pattern.scope)
+            score = W1**2 / d.reshape(1, -1) ** 2
+            if K1 is not None:
+                score = torch.where(K1, torch.full_like(score, -math.inf), score)
+            M1 = unstructured_mask(score, pattern.sparsity, pattern.scope)
+            if K1 is not None:
+                M1 |= K1
 
         for i in range(i2 - i1):
             if isinstance(pattern, NM) and i % pattern.m == 0:
                 g = slice(i, i + pattern.m)
-                M1[:, g] = nm_mask(W1[:, g] ** 2 / d[g].reshape(1, -1) ** 2, pattern.n, pattern.m)
+                score = W1[:, g] ** 2 / d[g].reshape(1, -1) ** 2
+                if K1 is None:
+                    M1[:, g] = nm_mask(score, pattern.n, pattern.m)
+                else:  # N among the other positions: kept ones score -inf, then join
+                    score = torch.where(K1[:, g], torch.full_like(score, -math.inf), score)
+                    M1[:, g] = nm_mask(score, pattern.n, pattern.m) | K1[:, g]
             w = W1[:, i]
             q = torch.where(M1[:, i], w, torch.zeros_like(w))  # pruned -> +0.0, not -0.0
             Q1[:, i] = q

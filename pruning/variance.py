@@ -4,6 +4,8 @@ kept weights so that a second-order statistic of the dense layer is restored.
 Symbols (W: [out, in]; M: kept mask; X: [n, in] calibration activations):
     weight mode:  γ_r = sqrt( Var(W_r) / Var(Ŵ_r ⊙ M_r) )       zeros included
     output mode:  γ_c = sqrt( Var(X W_cᵀ) / Var(X Ŵ_cᵀ) )        over the n tokens
+                  Var(X w) = wᵀ Cov(X) w, Cov(X) = Σxxᵀ/n - μμᵀ, μ = Σx/n (from moments,
+                  so the driver never stores activations)
     W'_r = γ_r · Ŵ_r on M_r, +0.0 elsewhere
 
 Var is the population variance (divide by the count). Ŵ is the pruned weight (W ⊙ M, or
@@ -88,3 +90,50 @@ def variance_correction_outputs(
     _check(W_dense, W_pruned, mask)
     kept = torch.where(mask, W_pruned, torch.zeros_like(W_pruned))
     return _apply(kept, mask, row_gamma_outputs(W_dense, kept, X))
+
+
+def covariance_from_moments(n: int, sum_x: torch.Tensor, sum_xxT: torch.Tensor) -> torch.Tensor:
+    """Population covariance Σxxᵀ/n - μμᵀ (float64) of n tokens from their moments."""
+    if n < 2:
+        raise PruningError(f"variance correction needs at least 2 tokens, got {n}")
+    if sum_xxT.shape != (sum_x.shape[0], sum_x.shape[0]) or sum_x.dim() != 1:
+        raise PruningError(
+            f"moments: Σx {tuple(sum_x.shape)} and Σxxᵀ {tuple(sum_xxT.shape)} do not match"
+        )
+    mu = sum_x.double() / n
+    return sum_xxT.double() / n - torch.outer(mu, mu)
+
+
+def row_gamma_moments(
+    W_dense: torch.Tensor,
+    W_pruned: torch.Tensor,
+    n: int,
+    sum_x: torch.Tensor,
+    sum_xxT: torch.Tensor,
+) -> torch.Tensor:
+    """γ_c of the output mode from input moments: Var(X w) = wᵀ Cov(X) w. Shape [out].
+
+    Equals :func:`row_gamma_outputs` on the activations those moments came from."""
+    _check(W_dense, W_pruned, None)
+    if sum_x.shape[0] != W_dense.shape[1]:
+        raise PruningError(f"moments of width {sum_x.shape[0]}, weight width {W_dense.shape[1]}")
+    cov = covariance_from_moments(n, sum_x, sum_xxT)
+    Wd, Wp = W_dense.double(), W_pruned.double()
+    dense_var = ((Wd @ cov) * Wd).sum(1).clamp(min=0)  # rounding may give -tiny
+    pruned_var = ((Wp @ cov) * Wp).sum(1).clamp(min=0)
+    return _gamma(dense_var, pruned_var)
+
+
+def variance_correction_moments(
+    W_dense: torch.Tensor,
+    W_pruned: torch.Tensor,
+    n: int,
+    sum_x: torch.Tensor,
+    sum_xxT: torch.Tensor,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Output mode from moments: W' = γ_c · Ŵ_c on the kept weights, +0.0 elsewhere."""
+    mask = (W_pruned != 0) if mask is None else mask.to(dtype=torch.bool)
+    _check(W_dense, W_pruned, mask)
+    kept = torch.where(mask, W_pruned, torch.zeros_like(W_pruned))
+    return _apply(kept, mask, row_gamma_moments(W_dense, kept, n, sum_x, sum_xxT))
