@@ -71,11 +71,11 @@ def test_cli_errors_are_one_line(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_run_main_job_small(tmp_path) -> None:  # noqa: ANN001
-    result = runner.invoke(app, ["run", "--size", "256", "-o", str(tmp_path)])
+    result = runner.invoke(app, ["run", "--formats-only", "--size", "256", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "results.json").read_text())
-    assert all(row["bit_exact"] for row in results["round_trip"])
-    assert len(results["format_table"]) == 7
+    assert all(row["bit_exact"] for row in results["formats"]["round_trip"])
+    assert len(results["formats"]["format_table"]) == 7
 
 
 def test_bfloat16_through_npy_and_safetensors(tmp_path) -> None:  # noqa: ANN001
