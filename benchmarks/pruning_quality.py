@@ -99,14 +99,17 @@ def write_table(path: Path, command: str, settings: dict, rows: list[dict], timi
         "",
         "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
         "",
-        "| method | pattern | wiki ppl | shakespeare ppl | sparsity | prune s | eval s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | pattern | wiki ppl | shakespeare ppl | zero-shot acc / acc_norm "
+        "| sparsity | prune s | eval s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        zs = r.get("zeroshot")
+        zs_cell = f"{zs['mean_acc']:.3f} / {zs['mean_acc_norm']:.3f}" if zs else ""
         lines.append(
             f"| {r['method']} | {r['pattern']} | {r['ppl']['wiki']:.2f} | "
-            f"{r['ppl']['shakespeare']:.2f} | {r['sparsity']:.3f} | {r['prune_s']:.0f} | "
-            f"{r['eval_s']:.0f} |"
+            f"{r['ppl']['shakespeare']:.2f} | {zs_cell} | {r['sparsity']:.3f} | "
+            f"{r['prune_s']:.0f} | {r['eval_s']:.0f} |"
         )
     if timing:
         lines += [
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timing-layer", default="mlp.down_proj")
     ap.add_argument("--timing-repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--tasks", default=None, help="zero-shot BIG-bench tasks, comma-separated")
+    ap.add_argument("--tasks-limit", type=int, default=50, help="questions per zero-shot task")
     ap.add_argument("--quick", action="store_true", help="CI smoke: 2 x 64 tokens, 2 rows")
     ap.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "pruning_quality.md"
@@ -156,6 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         "model": args.model,
         "calib": f"{args.calib}x{args.seqlen}",
         "eval": f"{args.eval_windows or 'all'} windows x {args.seqlen} per corpus",
+        **(
+            {"zeroshot": f"mean over {args.tasks}, {args.tasks_limit} questions each (seed 0)"}
+            if args.tasks
+            else {}
+        ),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
@@ -193,6 +203,13 @@ def main(argv: list[str] | None = None) -> None:
             "prune_s": round(prune_s, 1),
             "eval_s": round(time.perf_counter() - t, 1),
         }
+        if args.tasks:
+            from nmlab.pruning.zeroshot import zeroshot_metrics
+
+            zs = zeroshot_metrics(
+                model, tokenizer, args.tasks.split(","), args.tasks_limit, progress=False
+            )
+            row["zeroshot"] = {k: zs[k] for k in ("mean_acc", "mean_acc_norm", "limit")}
         rows.append(row)
         print(json.dumps(row), flush=True)
         write_table(args.out, command, settings, rows, timing)
