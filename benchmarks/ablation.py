@@ -379,6 +379,13 @@ def expectations(pattern: str, by_row: dict[str, dict]) -> list[str]:
     return out
 
 
+def _zs(r: dict) -> str:
+    """Mean zero-shot acc / acc_norm of a row, blank when not measured."""
+    if r.get("zeroshot_mean_acc") is None:
+        return ""
+    return f"{r['zeroshot_mean_acc']:.3f} / {r['zeroshot_mean_acc_norm']:.3f}"
+
+
 def write_markdown(
     path: Path,
     command: str,
@@ -430,7 +437,8 @@ def write_markdown(
         "elements (header included). Dense fp16 = 16.00. Zero-shot = mean accuracy over the "
         "tasks in metrics.json (blank when not run).",
         "",
-        "| pattern | row | ppl wiki | ppl shakespeare | zero-shot acc | bits/elem (file) "
+        "| pattern | row | ppl wiki | ppl shakespeare | zero-shot acc / acc_norm "
+        "| bits/elem (file) "
         "| values | N:M meta | outlier values | outlier positions | header | outliers "
         "| prune s | row s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -458,7 +466,7 @@ def write_markdown(
                 cells = f"not encodable ({why}) | | | | |"
             lines.append(
                 f"| {pat} | {name} | {_f(r['ppl'].get('wiki'))} | "
-                f"{_f(r['ppl'].get('shakespeare'))} | {_f(r.get('zeroshot_mean_acc'), '.3f')} | "
+                f"{_f(r['ppl'].get('shakespeare'))} | {_zs(r)} | "
                 f"{cells} | {outl} | {_f(r['time_s'].get('prune'), '.0f')} | "
                 f"{_f(r['time_s'].get('row'), '.0f')} |"
             )
