@@ -175,7 +175,7 @@ def load_done(jsonl: Path) -> list[dict]:
 
 def measure_bits(folder: Path, arch_name: str, container: Path) -> dict[str, Any]:
     """Encode the pruned linears (fp16) into one container file and measure it."""
-    from nmlab.formats import save
+    from nmlab.formats import save, stream_totals
     from nmlab.simulator.arch import load_arch
     from nmlab.simulator.model import encode_pruned_dir
 
@@ -184,11 +184,7 @@ def measure_bits(folder: Path, arch_name: str, container: Path) -> dict[str, Any
     tensors = encode_pruned_dir(folder, arch, "float16")
     save(container, tensors, extra={"source": folder.name})
     size = container.stat().st_size
-    elements = sum(enc.elements for enc in tensors.values())
-    streams: dict[str, int] = {}
-    for enc in tensors.values():
-        for name, nbytes in enc.stream_bytes().items():
-            streams[name] = streams.get(name, 0) + nbytes
+    elements, streams = stream_totals(tensors.values())
     layouts = sorted({enc.layout for enc in tensors.values()})
     outliers = sorted({str(enc.outliers.pattern) for enc in tensors.values() if enc.outliers})
     per = {k: 8 * v / elements for k, v in streams.items()}

@@ -2,7 +2,7 @@
 
 from .codec import decode, encode
 from .container import load, read_header, save
-from .encoded import EncodedTensor, OutlierStream
+from .encoded import EncodedTensor, OutlierStream, stream_totals
 from .errors import FormatError
 from .pattern import OutlierPattern, Pattern
 
@@ -17,4 +17,5 @@ __all__ = [
     "load",
     "read_header",
     "save",
+    "stream_totals",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .pattern import OutlierPattern, Pattern
@@ -53,3 +54,13 @@ class EncodedTensor:
         per = {k: 8 * v / self.elements for k, v in self.stream_bytes().items()}
         per["total"] = sum(per.values())
         return per
+
+
+def stream_totals(tensors: Iterable[EncodedTensor]) -> tuple[int, dict[str, int]]:
+    """(dense elements, stored bytes per stream) summed over several encoded tensors."""
+    elements, streams = 0, {}
+    for enc in tensors:
+        elements += enc.elements
+        for name, nbytes in enc.stream_bytes().items():
+            streams[name] = streams.get(name, 0) + nbytes
+    return elements, streams

@@ -34,15 +34,10 @@ def layer_index(name: str) -> int:
 
 def container_summary(path: Path) -> dict[str, Any]:
     """Bits per element measured from the stored streams of a container (all tensors)."""
-    from nmlab.formats import load
+    from nmlab.formats import load, stream_totals
 
     tensors = load(path)
-    streams: dict[str, int] = {}
-    elements = 0
-    for enc in tensors.values():
-        elements += enc.elements
-        for stream, n in enc.stream_bytes().items():
-            streams[stream] = streams.get(stream, 0) + n
+    elements, streams = stream_totals(tensors.values())
     bits = {k: 8 * v / elements for k, v in streams.items()}
     bits["total"] = sum(bits.values())
     return {

@@ -148,8 +148,7 @@ def prune_model(
         from . import ebft as ebft_module  # only when asked for: it pulls in training code
 
         ebft = ebft_module.EbftConfig(epochs=ebft_epochs, samples=ebft_samples, seed=seed)
-        if hasattr(ebft_module, "check_config"):
-            ebft_module.check_config(ebft)
+        ebft_module.check_config(ebft)
     tasks = None
     if zeroshot_tasks is not None:
         from .tasks import check_names, ensure_tasks
@@ -267,13 +266,10 @@ def _ebft_settings(config: Any) -> dict[str, Any]:
 
 def _ebft_finetune(config: Any, progress: bool) -> Any:
     """The driver's ``finetune`` callable running EBFT (:mod:`ebft`) with ``config``."""
-    import torch
-
-    from .ebft import finetune_block
+    from .ebft import finetune_block  # it enables grad itself (the driver runs under no_grad)
 
     def finetune(layer: Any, x: Any, y_dense: Any, kwargs: dict, masks: dict) -> dict:
-        with torch.enable_grad():  # the driver runs under no_grad
-            return dict(finetune_block(layer, x, y_dense, kwargs, masks, config, progress=progress))
+        return dict(finetune_block(layer, x, y_dense, kwargs, masks, config, progress=progress))
 
     return finetune
 

@@ -170,3 +170,17 @@ def test_cutlass_layout_through_the_codec(
 def test_cutlass_layout_rejects_other_patterns() -> None:
     with pytest.raises(FormatError, match="stores float16 as 2:4"):
         encode(np.zeros((32, 32), np.float16), "4:8", layout="cutlass")
+
+
+def test_stream_totals_sum_every_tensor() -> None:
+    from nmlab.formats import stream_totals
+
+    rng = np.random.default_rng(7)
+    a = encode(random_nm(rng, 4, 32, 2, 4, np.float16), "2:4")
+    b = encode(random_nm(rng, 3, 256, 8, 16, np.float16), "8:16", outliers="4:256")
+    elements, streams = stream_totals([a, b])
+    assert elements == 4 * 32 + 3 * 256
+    assert streams["meta"] == len(a.meta) + len(b.meta)
+    assert streams["values"] == len(a.values) + len(b.values)
+    assert streams["outlier_positions"] == len(b.outliers.positions)
+    assert stream_totals([]) == (0, {})
